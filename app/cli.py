@@ -1,0 +1,83 @@
+"""`crm-guard`: the command line. Each command lives in its own module; this file only dispatches.
+
+Exit codes: 0 success; 1 the command failed (a service unreachable, an unexpected error); 2 a
+user error (bad arguments, bad policy or config file); 3 replay finished but dead-lettered input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from app.config import SettingsError
+from app.policy_file import PolicyError, load_policy
+
+# Modules that add commands with `register(subparsers)`, in the order `--help` lists them.
+COMMAND_MODULES: list[str] = []
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from app.replay import EXIT_DEADLETTERS, EXIT_OK, print_summary, run_replay
+
+    policy = load_policy(args.policy)
+    paths = [Path(p) for p in args.files]
+    for path in paths:
+        if not path.is_file():
+            print(f"crm-guard replay: no such file: {path}", file=sys.stderr)
+            return 2
+    summary = run_replay(
+        paths, Path(args.out), policy, source=args.source, max_bytes=args.max_bytes,
+        max_disorder_ms=int(args.max_disorder * 1000), show_progress=sys.stderr.isatty() and not args.quiet,
+    )
+    if not args.quiet:
+        print_summary(summary, Path(args.out), sys.stdout)
+    return EXIT_DEADLETTERS if summary["deadletters"] else EXIT_OK
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from app.replay import SOURCES
+
+    p = sub.add_parser("replay", help="backtest: run every detector over recorded payloads (JSON Lines)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines: one delivered payload per line")
+    p.add_argument("--out", required=True, metavar="DIR", help="where alerts.jsonl, summary.json, ... go")
+    p.add_argument("--source", choices=SOURCES, default="auto", help="payload format (default: detect per line)")
+    p.add_argument("--policy", metavar="FILE", help="policy YAML (default: shipped defaults, no agents)")
+    p.add_argument("--max-bytes", type=int, default=1_000_000, help="lines longer than this are dead-lettered")
+    p.add_argument("--max-disorder", type=float, default=3600.0, metavar="SECONDS",
+                   help="event-time disorder the reorder buffer absorbs per file (default 3600)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    p.set_defaults(func=_replay)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crm-guard",
+        description="Keeps AI agents honest in your CRM: attribution, scope, silent-failure detection, pauses.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_replay(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (PolicyError, SettingsError) as exc:
+        print(f"crm-guard {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

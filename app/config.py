@@ -1,0 +1,125 @@
+"""Runtime settings: one frozen object, loaded once (environment, then an optional file), passed down.
+
+Nothing reads the environment at import time. Every setting has an environment variable
+`CRM_GUARD_<NAME>` (upper case); `CRM_GUARD_CONFIG=path.yaml` names a YAML file whose keys are the
+field names below. Secrets are SecretStr and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+
+class Topics(BaseModel):
+    """Kafka topic names; override any with CRM_GUARD_TOPIC_<NAME> or the `topics:` file key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    raw_hubspot: str = "crm.raw.hubspot"
+    raw_salesforce: str = "crm.raw.salesforce"
+    raw_pipedrive: str = "crm.raw.pipedrive"
+    changes: str = "crm.changes"
+    proposals: str = "crm.proposals"
+    approved: str = "crm.approved"
+    alerts: str = "guard.alerts"
+    pause: str = "guard.pause"
+    feedback: str = "guard.feedback"
+    deadletter: str = "guard.deadletter"
+    by_actor: str = "guard.by-actor"
+    by_link: str = "guard.by-link"
+    deliveries: str = "guard.deliveries"
+    decisions: str = "guard.decisions"
+    timeline: str = "guard.timeline"
+
+    def raw(self, vendor: str) -> str:
+        """The raw topic of a vendor."""
+        return {"hubspot": self.raw_hubspot, "salesforce": self.raw_salesforce, "pipedrive": self.raw_pipedrive}[vendor]
+
+
+class Settings(BaseModel):
+    """Everything the worker needs. `bootstrap_servers` empty means: start the embedded broker."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = ""
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    group_id: str = "crm-guard"
+    partitions: int = Field(default=6, gt=0)
+    replication_factor: int = Field(default=1, gt=0)
+    topics: Topics = Field(default_factory=Topics)
+    policy_file: str | None = None
+    state_dir: str = ".crm-guard"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    public_url: str = "http://127.0.0.1:6066"
+    batch_max_records: int = Field(default=5000, gt=0)
+    max_payload_bytes: int = Field(default=1_000_000, gt=0)
+    hubspot_client_secret: SecretStr | None = None
+    pipedrive_user: str | None = None
+    pipedrive_password: SecretStr | None = None
+    salesforce_token: SecretStr | None = None
+    pause_private_key_file: str | None = None
+    pause_key_id: str = "guard-1"
+    slack_webhook_url: SecretStr | None = None
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    show_pii: bool = False
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        """A copy with some fields replaced (validated)."""
+        return Settings.model_validate({**self.model_dump(), **changes})
+
+
+class SettingsError(ValueError):
+    """The configuration is wrong; the message names the bad key."""
+
+
+def load_settings(env: Mapping[str, str] | None = None, file: str | None = None) -> Settings:
+    """Settings from a YAML file (CRM_GUARD_CONFIG or `file`) overlaid by CRM_GUARD_* variables."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = file or env.get("CRM_GUARD_CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"config file {path}: expected a mapping at the top level")
+        data.update(loaded or {})
+    topics = dict(data.get("topics") or {})
+    for name, value in env.items():
+        if not name.startswith("CRM_GUARD_") or name == "CRM_GUARD_CONFIG":
+            continue
+        key = name[len("CRM_GUARD_"):].lower()
+        if key.startswith("topic_"):
+            topics[key[len("topic_"):]] = value
+        elif key in Settings.model_fields:
+            data[key] = value
+    if topics:
+        data["topics"] = topics
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{where}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(lines)

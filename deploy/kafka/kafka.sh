@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Apache Kafka 4.x, single node, KRaft mode, from jars that Maven resolves (deploy/kafka/pom.xml).
+#   deploy/kafka/kafka.sh fetch          resolve the jars into deploy/kafka/lib (needs Maven Central)
+#   deploy/kafka/kafka.sh start [PORT]   format a fresh log dir and start the broker in the background
+#   deploy/kafka/kafka.sh stop           stop it
+# The broker listens on 127.0.0.1:PORT (default 39092); its data and log are under $KAFKA_WORK
+# (default /tmp/crm-guard-kafka).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=${KAFKA_WORK:-/tmp/crm-guard-kafka}
+cmd=${1:-start}
+port=${2:-39092}
+ctrl=$((port + 1))
+
+fetch() {
+  if [ ! -f "$here/lib/.complete" ]; then
+    mvn -B -q -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$here/lib"
+    touch "$here/lib/.complete"
+  fi
+}
+
+case "$cmd" in
+  fetch) fetch ;;
+  start)
+    fetch
+    rm -rf "$work" && mkdir -p "$work/data"
+    cat > "$work/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$ctrl
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$work/data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+log.cleaner.backoff.ms=1000
+PROPS
+    cat > "$work/log4j2.yaml" <<'LOG'
+Configuration:
+  Appenders:
+    Console: {name: STDOUT, PatternLayout: {pattern: "[%d] %p %m (%c)%n"}}
+  Loggers:
+    Root: {level: WARN, AppenderRef: [{ref: STDOUT}]}
+LOG
+    cp="$here/lib/*"
+    java_opts="-Xms256m -Xmx1g -XX:+UseG1GC -Dlog4j2.configurationFile=$work/log4j2.yaml"
+    java $java_opts -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
+      -c "$work/server.properties" >"$work/format.log" 2>&1
+    nohup java $java_opts -cp "$cp" kafka.Kafka "$work/server.properties" >"$work/broker.log" 2>&1 &
+    echo $! > "$work/broker.pid"
+    for _ in $(seq 1 120); do
+      if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "kafka up on 127.0.0.1:$port (pid $(cat "$work/broker.pid"))"; exit 0; fi
+      sleep 0.5
+    done
+    echo "kafka did not start; log: $work/broker.log" >&2; tail -30 "$work/broker.log" >&2; exit 1
+    ;;
+  stop)
+    if [ -f "$work/broker.pid" ]; then kill "$(cat "$work/broker.pid")" 2>/dev/null || true; rm -f "$work/broker.pid"; fi
+    ;;
+  *) echo "usage: $0 fetch|start [PORT]|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,182 @@
+"""The guard's three stages, and `Guard`, which runs them in one process (replay, tests).
+
+RECORD (keyed by record) -> LINK (keyed by identity or account) -> ACTOR (keyed by actor).
+The streaming runtime (app/runtime) runs each stage as its own Kafka consumer over the
+partitions of its key, calling exactly these classes; `Guard` calls them in sequence over dicts.
+Order within one event, everywhere: record detectors, link detectors, then the actor stage sees
+the observation first and the upstream findings after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, MutableMapping
+
+from detectors.alerts import Alert, AlertManager, PauseDecision
+from detectors.attribution import Attributor
+from detectors.base import Finding, Observation, Severity, Stage
+from detectors.events import ChangeEvent
+from detectors.policy import Policy
+from detectors.record_state import RecordState
+from detectors.registry import default_detectors
+
+StateSet = MutableMapping[str, MutableMapping[str, Any]]
+"""State of every detector of a stage, by detector name."""
+
+ALERTS_STATE = "alerts"
+RECORD_STATE = "record_state"
+
+
+@dataclass
+class ActorResult:
+    """What the actor stage concluded from one input."""
+
+    findings: list[Finding] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    pauses: list[PauseDecision] = field(default_factory=list)
+
+
+@dataclass
+class Output(ActorResult):
+    """Everything one event caused, in the order it happened."""
+
+    observation: Observation | None = None
+    duplicate: bool = False
+
+    @property
+    def overrides(self) -> list[Finding]:
+        """Override signals among the findings (the agent's value, the human's value, delay)."""
+        return [f for f in self.findings if f.detector == "override"]
+
+
+class RecordStage:
+    """Record state plus the detectors that read one record's history."""
+
+    def __init__(self, policy: Policy, detectors: Iterable[Any]) -> None:
+        self.policy = policy
+        self.record_state = RecordState(policy.detectors.record_state)
+        self.detectors = [d for d in detectors if d.stage is Stage.RECORD]
+
+    def state_names(self) -> list[str]:
+        return [RECORD_STATE] + [d.name for d in self.detectors]
+
+    def process(self, event: ChangeEvent, states: StateSet) -> tuple[Observation | None, list[Finding]]:
+        """Apply the event; None when it was already applied (a redelivery)."""
+        obs = self.record_state.apply(event, states[RECORD_STATE])
+        if obs is None:
+            return None, []
+        findings: list[Finding] = []
+        for detector in self.detectors:
+            findings.extend(detector.observe(obs, states[detector.name], self.policy))
+        return obs, findings
+
+
+class LinkStage:
+    """Detectors that relate records through a shared key (identity, account)."""
+
+    def __init__(self, policy: Policy, detectors: Iterable[Any]) -> None:
+        self.policy = policy
+        self.detectors = {d.name: d for d in detectors if d.stage is Stage.LINK}
+
+    def state_names(self) -> list[str]:
+        return list(self.detectors)
+
+    def keys(self, obs: Observation) -> list[tuple[str, str]]:
+        """(detector, key) pairs the observation must visit, each in its key's partition."""
+        out = []
+        for name, detector in self.detectors.items():
+            for key in detector.link_keys(obs, self.policy):
+                out.append((name, key))
+        return out
+
+    def process(self, name: str, key: str, obs: Observation, states: StateSet) -> list[Finding]:
+        return list(self.detectors[name].observe_link(key, obs, states[name], self.policy))
+
+
+class ActorStage:
+    """Per-actor detectors and the alert grouping that turns findings into alerts and pauses."""
+
+    def __init__(self, policy: Policy, detectors: Iterable[Any]) -> None:
+        self.policy = policy
+        self.detectors = [d for d in detectors if d.stage is Stage.ACTOR]
+        self.listeners = [d for d in self.detectors if hasattr(d, "on_finding")]
+        self.alerts = AlertManager(policy.detectors.alerts)
+
+    def state_names(self) -> list[str]:
+        return [ALERTS_STATE] + [d.name for d in self.detectors]
+
+    def process_observation(self, obs: Observation, states: StateSet) -> ActorResult:
+        result = ActorResult()
+        for detector in self.detectors:
+            for finding in detector.observe(obs, states[detector.name], self.policy):
+                self._conclude(finding, states, result)
+        if not result.findings:
+            # Quiet traffic still moves event time forward: resolve alerts gone quiet.
+            result.alerts.extend(self.alerts.tick(obs.actor_key, obs.event.occurred_at, states[ALERTS_STATE]))
+        return result
+
+    def process_finding(self, finding: Finding, states: StateSet) -> ActorResult:
+        """An upstream finding (record or link stage) for this actor."""
+        result = ActorResult()
+        self._conclude(finding, states, result)
+        for detector in self.listeners:
+            for derived in detector.on_finding(finding, states[detector.name], self.policy):
+                self._conclude(derived, states, result)
+        return result
+
+    def _conclude(self, finding: Finding, states: StateSet, result: ActorResult) -> None:
+        result.findings.append(finding)
+        alerts, pauses = self.alerts.add(finding, states[ALERTS_STATE])
+        result.alerts.extend(alerts)
+        result.pauses.extend(pauses)
+
+
+class Guard:
+    """All stages in one process over dicts: the replay/backtest and the unit-test harness."""
+
+    def __init__(self, policy: Policy | None = None, detectors: Iterable[Any] | None = None) -> None:
+        self.policy = policy or Policy()
+        chosen = list(detectors) if detectors is not None else default_detectors(self.policy)
+        self.attributor = Attributor(self.policy)
+        self.record = RecordStage(self.policy, chosen)
+        self.link = LinkStage(self.policy, chosen)
+        self.actor = ActorStage(self.policy, chosen)
+        names = self.record.state_names() + self.link.state_names() + self.actor.state_names()
+        self.states: dict[str, dict[str, Any]] = {name: {} for name in names}
+        self.detectors = chosen
+
+    def process(self, event: ChangeEvent) -> Output:
+        """Run one event through every stage."""
+        event = self.attributor.attribute(event)
+        obs, upstream = self.record.process(event, self.states)
+        if obs is None:
+            return Output(duplicate=True)
+        for name, key in self.link.keys(obs):
+            upstream.extend(self.link.process(name, key, obs, self.states))
+        out = Output(observation=obs)
+        _merge(out, self.actor.process_observation(obs, self.states))
+        for finding in upstream:
+            _merge(out, self.actor.process_finding(finding, self.states))
+        return out
+
+    def open_alerts(self) -> list[Alert]:
+        """Alerts still open (for summaries)."""
+        return self.alerts_manager().open_alerts(self.states[ALERTS_STATE])
+
+    def alerts_manager(self) -> AlertManager:
+        return self.actor.alerts
+
+    def resume(self, agent: str) -> None:
+        """An operator resumed the agent."""
+        self.actor.alerts.resume(agent, self.states[ALERTS_STATE])
+
+
+def _merge(out: ActorResult, part: ActorResult) -> None:
+    out.findings.extend(part.findings)
+    out.alerts.extend(part.alerts)
+    out.pauses.extend(part.pauses)
+
+
+def is_alerting(finding: Finding) -> bool:
+    """Warning or worse: what opens an alert."""
+    return finding.severity is not Severity.INFO

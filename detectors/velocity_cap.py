@@ -1,0 +1,102 @@
+"""velocity_cap: an agent touching more distinct records than its cap allows in a rolling window.
+
+Rule: for each cap of the agent (policy: defaults.velocity_caps or the agent's own; default 50
+distinct records per rolling hour), count the distinct records the agent changed in the window
+(t - window, t], optionally only those of one object type or with a change in one field tier.
+The change that brings the count to max_records + 1 is the breach: critical, and a pause when the
+policy pauses on breach. Every further new record in the window adds evidence to the same alert.
+
+Exact, not approximate: the state holds, per cap, each record's last change time in the window in
+time order (a dict re-inserted on touch), so expiry pops from the front and the count is its
+length. State key: the agent (ACTOR stage). Memory: at most 2 x max_records records per cap
+(beyond the cap every new record is a breach anyway, the oldest are dropped). Cost per event: one
+dict update per cap, amortized O(1) expiry.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
+from detectors.events import ActorKind
+from detectors.policy import Policy, VelocityCap
+
+
+class VelocityCapDetector:
+    name: ClassVar[str] = "velocity_cap"
+    stage: ClassVar[Stage] = Stage.ACTOR
+
+    def observe(self, obs: Observation, state: State, policy: Policy) -> list[Finding]:
+        event = obs.event
+        if event.actor.kind is not ActorKind.AGENT or event.operation == "gap":
+            return []
+        agent = event.actor.id
+        caps = policy.caps_for(agent)
+        entry = state.get(agent)
+        if entry is None:
+            entry = {}
+        findings: list[Finding] = []
+        now = event.occurred_at
+        for cap in caps:
+            if not _applies(cap, obs, policy):
+                continue
+            name = cap.name
+            window = entry.get(name)
+            if window is None:
+                window = {}
+                entry[name] = window
+            _expire(window, now - cap.window)
+            record = event.record_key
+            is_new = record not in window
+            if not is_new:
+                if window[record] > now:  # out of order: keep the later time
+                    continue
+                del window[record]
+            window[record] = now
+            count = len(window)
+            if is_new and count > cap.max_records:
+                findings.append(self._breach(obs, cap, count, policy, agent))
+            if count > 2 * cap.max_records:
+                for key in list(window)[: count - 2 * cap.max_records]:
+                    del window[key]
+        state[agent] = entry
+        return findings
+
+    def _breach(self, obs: Observation, cap: VelocityCap, count: int, policy: Policy, agent: str) -> Finding:
+        minutes = cap.window // 60_000
+        return finding_for(
+            obs,
+            self.name,
+            Severity.CRITICAL,
+            f"agent {agent} changed {count} distinct records in {minutes} min (cap {cap.name})",
+            group=cap.name,
+            pause=policy.pauses_on_breach(agent),
+            details={"cap": cap.name, "max_records": cap.max_records, "window_ms": cap.window, "count": count},
+        )
+
+    @staticmethod
+    def current_counts(agent: str, state: State, policy: Policy, now_ms: int) -> dict[str, int]:
+        """Distinct records per cap in the window ending now (for metrics and the proposal gate)."""
+        entry = state.get(agent) or {}
+        out = {}
+        for cap in policy.caps_for(agent):
+            window = entry.get(cap.name) or {}
+            out[cap.name] = sum(1 for t in window.values() if t > now_ms - cap.window)
+        return out
+
+
+def _applies(cap: VelocityCap, obs: Observation, policy: Policy) -> bool:
+    event = obs.event
+    if cap.object_type is not None and event.object_type is not cap.object_type:
+        return False
+    if cap.tier is not None:
+        return any(policy.tier_of(event.source, c.field) is cap.tier for c in event.changes)
+    return True
+
+
+def _expire(window: dict[str, int], cutoff: int) -> None:
+    while window:
+        first = next(iter(window))
+        if window[first] > cutoff:
+            return
+        del window[first]
