@@ -16,7 +16,7 @@ from app.config import SettingsError
 from app.policy_file import PolicyError, load_policy
 
 # Modules that add commands with `register(subparsers)`, in the order `--help` lists them.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["app.cli_run"]
 
 
 def _replay(args: argparse.Namespace) -> int:

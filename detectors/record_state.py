@@ -11,7 +11,8 @@ Entry layout (JSON-able, written to the changelog as is)::
      "t": last_event_ms, "d": deleted}
 
 Memory bound: values are cut to `max_value_chars` (256 by default); an entry costs about
-250 bytes plus ~220 bytes per tracked field in CPython (measured by tests/unit/test_record_state.py).
+300 bytes plus ~200 bytes per tracked field in CPython (894 B for a record with three fields,
+measured by tests/unit/test_record_state.py).
 Records untouched for `retention` (90 days) are dropped by `compact`; beyond `max_records` the
 least recently changed records are evicted first (dict order is kept as recency order).
 Cost per event: one dict lookup plus one small list per changed field.

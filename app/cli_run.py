@@ -1,0 +1,84 @@
+"""`crm-guard run` (the guard as a long-running worker) and `crm-guard demo` (the same, on the
+embedded broker, with the bundled incident streamed in accelerated time)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.broker.embedded import BrokerError, EmbeddedBroker, start_embedded
+from app.config import Settings, load_settings
+from app.policy_file import load_policy
+
+log = logging.getLogger("crm_guard")
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+
+
+def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, EmbeddedBroker | None]:
+    settings = load_settings(file=args.config)
+    if args.port is not None:
+        settings = settings.with_overrides(web_port=args.port, public_url=f"http://127.0.0.1:{args.port}")
+    policy_path = args.policy or settings.policy_file or (str(DEMO_DIR / "policy.yaml") if demo else None)
+    policy = load_policy(policy_path)
+    broker = None
+    if not settings.bootstrap_servers:
+        try:
+            Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+            broker = start_embedded(log_path=str(Path(settings.state_dir) / "tansu.log"))
+        except BrokerError as exc:
+            raise SystemExit(f"crm-guard: cannot start the embedded broker: {exc}") from exc
+        settings = settings.with_overrides(bootstrap_servers=broker.bootstrap, partitions=min(settings.partitions, 3))
+        print(f"embedded broker (tansu) on {broker.bootstrap}", flush=True)
+    return settings, policy, broker
+
+
+def _run_worker(args: argparse.Namespace, demo: bool) -> int:
+    from app.runtime.assembly import build_worker
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings, policy, broker = _prepare(args, demo)
+    try:
+        feed = None
+        if demo:
+            from app.demo_feed import DemoFeeder
+
+            feed = DemoFeeder(settings, DEMO_DIR, speed=args.speed, exit_when_done=args.exit_when_done)
+        worker = build_worker(settings, policy, idempotent=broker is None and not args.no_idempotence,
+                              extra=[feed] if feed else [], printer=True)
+        print(f"crm-guard worker: web and metrics on {settings.public_url} (Ctrl-C to stop)", flush=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+            if feed is not None and feed.failed:
+                return 1
+            return code
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="settings YAML (default: CRM_GUARD_CONFIG, then env)")
+    p.add_argument("--policy", metavar="FILE", help="policy YAML")
+    p.add_argument("--port", type=int, help="web/metrics port (default 6066)")
+    p.add_argument("--no-idempotence", action="store_true",
+                   help="plain acks=all producer (brokers without InitProducerId)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = sub.add_parser("run", help="run the guard worker (embedded broker when none is configured)")
+    _add_common(run)
+    run.set_defaults(func=lambda a: _run_worker(a, demo=False))
+    demo = sub.add_parser("demo", help="the guard on the embedded broker, replaying the demo incident live")
+    _add_common(demo)
+    demo.add_argument("--speed", type=float, default=3600.0,
+                      help="simulated seconds per wall second (default 3600: an hour a second)")
+    demo.add_argument("--exit-when-done", action="store_true", help="stop once the incident has been processed")
+    demo.set_defaults(func=lambda a: _run_worker(a, demo=True))

@@ -1,0 +1,38 @@
+"""Connection settings shared by every Kafka client the guard creates (SASL and TLS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
+
+from app.config import Settings
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for AIOKafkaConsumer/Producer/AdminClient from the settings."""
+    kwargs: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
+        )
+    return kwargs
+
+
+def make_producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:
+    """acks=all always; idempotence where the broker offers it (Apache Kafka, not tansu)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=idempotent,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        compression_type=None,
+        **client_kwargs(settings),
+    )

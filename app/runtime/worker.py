@@ -1,0 +1,200 @@
+"""The guard worker: a Faust app whose services are the guard's batch stages and web server.
+
+Faust gives the worker lifecycle (signals, graceful stop), the service tree and the place where
+the web server hangs; the stages are mode.Services started as runtime dependencies of the app
+(see app/runtime/stage.py for why they use aiokafka batches rather than Faust agents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+import faust
+from aiokafka import AIOKafkaProducer
+from mode import Service
+
+from app.config import Settings
+from app.metrics import GuardMetrics
+from app.runtime.kafka_client import client_kwargs, make_producer
+from app.runtime.stage import BatchStage
+from app.runtime.stages import ActorStageRunner, IngestStage, LinkStageRunner, PauseEncoder, RecordStageRunner
+from app.runtime.topics import changelog_topic, ensure_topics
+from detectors.alerts import Alert, PauseDecision
+from detectors.attribution import Attributor
+from detectors.base import Finding
+from detectors.pipeline import ActorStage, LinkStage, RecordStage
+from detectors.policy import Policy
+from detectors.registry import default_detectors
+
+log = logging.getLogger(__name__)
+
+
+class AlertBoard:
+    """The latest version of recent alerts and the pause state per agent, for the API and CLI."""
+
+    def __init__(self, limit: int = 2000) -> None:
+        self.limit = limit
+        self.alerts: OrderedDict[str, Alert] = OrderedDict()
+        self.paused: dict[str, PauseDecision] = {}
+        self.listeners: list[Callable[[Alert], None]] = []
+
+    def add(self, alert: Alert) -> None:
+        self.alerts.pop(alert.dedup_key, None)
+        self.alerts[alert.dedup_key] = alert
+        while len(self.alerts) > self.limit:
+            self.alerts.popitem(last=False)
+        for listener in self.listeners:
+            listener(alert)
+
+    def open_for(self, agent: str | None = None) -> list[Alert]:
+        return [a for a in self.alerts.values() if a.status == "open" and (agent is None or a.agent == agent)]
+
+
+class GuardRuntime(Service):
+    """Creates the topics, the shared producer and the four stages, and keeps gauges fresh."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        *,
+        encode_pause: PauseEncoder,
+        metrics: GuardMetrics | None = None,
+        idempotent: bool = False,
+        board: AlertBoard | None = None,
+        on_finding: Callable[[Finding], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.policy = policy
+        self.encode_pause = encode_pause
+        self.metrics = metrics or GuardMetrics(agents=list(policy.agents))
+        self.idempotent = idempotent
+        self.board = board or AlertBoard()
+        self.on_finding = on_finding
+        self.producer: AIOKafkaProducer | None = None
+        self.stages: list[BatchStage] = []
+        self.ready = asyncio.Event()
+        self.extra_services: list[Service] = []
+
+    async def on_start(self) -> None:
+        settings = self.settings
+        kwargs = client_kwargs(settings)
+        await ensure_topics(settings, kwargs)
+        self.producer = make_producer(settings, self.idempotent)
+        await self.producer.start()
+        detectors = default_detectors(self.policy)
+        topics = settings.topics
+        common: dict[str, Any] = {
+            "bootstrap": settings.bootstrap_servers,
+            "producer": self.producer,
+            "deadletter_topic": topics.deadletter,
+            "client_kwargs": kwargs,
+            "metrics": self.metrics,
+            "max_records": settings.batch_max_records,
+            "loop": self.loop,
+            "beacon": self.beacon,
+        }
+        group = settings.group_id
+        self.stages = [
+            IngestStage(
+                raw_topics={v: topics.raw(v) for v in ("hubspot", "salesforce", "pipedrive")},
+                changes_topic=topics.changes, max_payload_bytes=settings.max_payload_bytes,
+                group_id=f"{group}.ingest", **common,
+            ),
+            RecordStageRunner(
+                stage=RecordStage(self.policy, detectors), link=LinkStage(self.policy, detectors),
+                attributor=Attributor(self.policy), by_actor=topics.by_actor, by_link=topics.by_link,
+                timeline_topic=topics.timeline, topics=[topics.changes], group_id=f"{group}.record",
+                changelog_topic=changelog_topic(settings, "record"), **common,
+            ),
+            LinkStageRunner(
+                stage=LinkStage(self.policy, detectors), by_actor=topics.by_actor, topics=[topics.by_link],
+                group_id=f"{group}.link", changelog_topic=changelog_topic(settings, "link"), **common,
+            ),
+            ActorStageRunner(
+                stage=ActorStage(self.policy, detectors), alerts_topic=topics.alerts,
+                feedback_topic=topics.feedback, encode_pause=self._encode_pause, on_alert=self.board.add,
+                on_finding=self.on_finding, topics=[topics.by_actor], group_id=f"{group}.actor",
+                changelog_topic=changelog_topic(settings, "actor"), **common,
+            ),
+        ]
+        for stage in self.stages:
+            await self.add_runtime_dependency(stage)
+        for service in self.extra_services:
+            await self.add_runtime_dependency(service)
+        self.metrics.up.set(1)
+        for agent in self.policy.agents:
+            for cap in self.policy.caps_for(agent):
+                self.metrics.velocity_cap.labels(self.metrics.agent_label(agent), cap.name).set(cap.max_records)
+        self.ready.set()
+
+    def _encode_pause(self, pause: PauseDecision) -> tuple[str, bytes, bytes]:
+        self.board.paused[pause.agent] = pause
+        return self.encode_pause(pause)
+
+    async def on_stop(self) -> None:
+        self.metrics.up.set(0)
+        if self.producer is not None:
+            await self.producer.stop()
+
+    @Service.timer(5.0)
+    async def _refresh_gauges(self) -> None:
+        """Consumer lag per input topic and state sizes per store."""
+        lag: dict[str, int] = {}
+        sizes: dict[str, int] = {}
+        for stage in self.stages:
+            consumer = stage.consumer
+            if consumer is None:
+                continue
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                try:
+                    position = await consumer.position(tp)
+                except Exception:  # noqa: BLE001 - partition being revoked
+                    continue
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - position)
+            for state in stage.partitions.values():
+                for name, size in state.sizes().items():
+                    sizes[name] = sizes.get(name, 0) + size
+        for topic, value in lag.items():
+            self.metrics.lag.labels(topic).set(value)
+        for name, value in sizes.items():
+            self.metrics.state_entries.labels(name).set(value)
+        for agent in self.policy.agents:
+            label = self.metrics.agent_label(agent)
+            self.metrics.paused.labels(label).set(1 if agent in self.board.paused else 0)
+
+    def processed(self) -> dict[str, int]:
+        """Messages processed per stage (for the demo and tests)."""
+        return {stage.name: stage.processed for stage in self.stages}
+
+
+def build_faust_app(settings: Settings, runtime: GuardRuntime, web: Service | None) -> faust.App:
+    """The Faust app that hosts the runtime (and the web server, when given)."""
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.group_id}-worker",
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_enabled=web is not None,
+        datadir=f"{settings.state_dir}/faust",
+        producer_acks=-1,
+    )
+    if web is not None:
+        app.web_server(web)
+
+    @app.task
+    async def start_guard() -> None:
+        await app.add_runtime_dependency(runtime)
+
+    return app

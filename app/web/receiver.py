@@ -1,0 +1,103 @@
+"""The webhook receiver: vendor deliveries in, raw topics out, after authentication.
+
+POST /webhooks/hubspot     X-HubSpot-Signature-v3 + X-HubSpot-Request-Timestamp (app secret),
+                           stale timestamps (> 5 min) rejected
+POST /webhooks/pipedrive   HTTP basic auth (the webhook's http_auth_user / http_auth_password)
+POST /webhooks/salesforce  `X-CRM-Guard-Token: <token>` from the CDC bridge (or mTLS at a proxy)
+
+The answer comes after the broker acknowledged the produce: 200 means the payload is durable.
+401 for a missing or bad credential, 400 for a body that is not JSON, 413 for an oversized body,
+503 when the receiver for that vendor is not configured (never accept unauthenticated writes).
+The payload is stored as received; parsing into canonical events happens in the ingest stage,
+so a payload our adapters reject still lands in the dead-letter topic with its reason.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+
+from app.adapters.signatures import SignatureError, verify_basic_auth, verify_hubspot_v3, verify_shared_token
+
+
+def _error(status: int, reason: str, message: str) -> web.Response:
+    return web.json_response({"error": reason, "message": message}, status=status)
+
+
+async def _read_json_body(request: web.Request) -> bytes | web.Response:
+    limit = request.app["settings"].max_payload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, "too_large", f"body over {limit} bytes")
+    body = await request.read()
+    if len(body) > limit:
+        return _error(413, "too_large", f"body over {limit} bytes")
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _error(400, "not_json", "the body is not JSON")
+    return body
+
+
+async def _produce(request: web.Request, vendor: str, body: bytes) -> web.Response:
+    runtime = request.app["runtime"]
+    if runtime is None or runtime.producer is None:
+        return _error(503, "starting", "the guard is starting; retry")
+    topic = request.app["settings"].topics.raw(vendor)
+    await runtime.producer.send_and_wait(topic, value=body, headers=[("received_at", str(int(time.time() * 1000)).encode())])
+    return web.json_response({"status": "accepted"})
+
+
+async def hubspot(request: web.Request) -> web.Response:
+    settings = request.app["settings"]
+    if settings.hubspot_client_secret is None:
+        return _error(503, "not_configured", "set CRM_GUARD_HUBSPOT_CLIENT_SECRET to receive HubSpot webhooks")
+    body = await _read_json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    uri = settings.public_url.rstrip("/") + request.path_qs
+    try:
+        verify_hubspot_v3(
+            settings.hubspot_client_secret.get_secret_value(), request.method, uri, body,
+            request.headers.get("X-HubSpot-Request-Timestamp", ""),
+            request.headers.get("X-HubSpot-Signature-v3", ""), int(time.time() * 1000),
+        )
+    except SignatureError as exc:
+        return _error(401, exc.reason, str(exc))
+    return await _produce(request, "hubspot", body)
+
+
+async def pipedrive(request: web.Request) -> web.Response:
+    settings = request.app["settings"]
+    if settings.pipedrive_user is None or settings.pipedrive_password is None:
+        return _error(503, "not_configured", "set CRM_GUARD_PIPEDRIVE_USER and _PASSWORD to receive Pipedrive webhooks")
+    try:
+        verify_basic_auth(request.headers.get("Authorization"), settings.pipedrive_user,
+                          settings.pipedrive_password.get_secret_value())
+    except SignatureError as exc:
+        return _error(401, exc.reason, str(exc))
+    body = await _read_json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    return await _produce(request, "pipedrive", body)
+
+
+async def salesforce(request: web.Request) -> web.Response:
+    settings = request.app["settings"]
+    if settings.salesforce_token is None:
+        return _error(503, "not_configured", "set CRM_GUARD_SALESFORCE_TOKEN to receive Salesforce events")
+    try:
+        verify_shared_token(request.headers.get("X-CRM-Guard-Token"), settings.salesforce_token.get_secret_value())
+    except SignatureError as exc:
+        return _error(401, exc.reason, str(exc))
+    body = await _read_json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    return await _produce(request, "salesforce", body)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/webhooks/hubspot", hubspot)
+    app.router.add_post("/webhooks/pipedrive", pipedrive)
+    app.router.add_post("/webhooks/salesforce", salesforce)

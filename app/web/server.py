@@ -1,0 +1,61 @@
+"""One aiohttp Application per worker, run as a mode.Service inside the Faust app.
+
+Shared objects hang on the application under these keys (modules adding routes read them):
+  app["settings"]  Settings        app["metrics"]  GuardMetrics
+  app["board"]     AlertBoard      app["runtime"]  GuardRuntime (producer once started)
+  app["alerts"]    list of open alert dicts (property-like: refreshed per request by the pages)
+Route modules: app/web/api.py (health, metrics, alerts, agents), app/web/receiver.py (vendor
+webhooks), and those listed in ROUTE_MODULES.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from aiohttp import web
+from mode import Service
+
+log = logging.getLogger(__name__)
+
+ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver"]
+
+
+def build_web_app(shared: dict[str, Any]) -> web.Application:
+    """The application with every route module's routes and the shared objects attached."""
+    application = web.Application(client_max_size=int(shared["settings"].max_payload_bytes) + 1024)
+    for key, value in shared.items():
+        application[key] = value
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).add_routes(application)
+    return application
+
+
+class WebServer(Service):
+    """Serves the application on settings.web_host:web_port for the worker's lifetime."""
+
+    def __init__(self, shared: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shared = shared
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def on_start(self) -> None:
+        settings = self.shared["settings"]
+        self.runner = web.AppRunner(build_web_app(self.shared), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, settings.web_host, settings.web_port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
+        self.port = sockets[0].getsockname()[1] if sockets else settings.web_port
+        log.info("web server on http://%s:%s", settings.web_host, self.port)
+
+    async def on_stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    @property
+    def web_url(self) -> str:
+        settings = self.shared["settings"]
+        return f"http://{settings.web_host}:{self.port or settings.web_port}"

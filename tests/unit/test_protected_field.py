@@ -1,0 +1,55 @@
+"""protected_field: denied fields, allowed lists, high tier, object types; creates and no-ops."""
+
+from __future__ import annotations
+
+from detectors.events import ActorKind, ObjectType
+from detectors.policy import Policy
+from detectors.protected_field import ProtectedFieldDetector
+from tests.unit.helpers_events import Run, event
+
+
+def policy(**agent: object) -> Policy:
+    return Policy.model_validate({"agents": {"bot": {"identities": [{"vendor": "hubspot", "app_id": "1"}], **agent}}})
+
+
+def test_high_tier_field_is_protected_by_default() -> None:
+    run = Run(ProtectedFieldDetector(), policy=policy())
+    found = run.feed(event(1, {"utm_source": "enriched"}, by="bot"))
+    assert [(f.group, f.details["reason"], f.pause) for f in found] == [("utm_source", "high_tier_field", True)]
+
+
+def test_low_tier_field_is_fine_and_explicit_denial_wins() -> None:
+    run = Run(ProtectedFieldDetector(), policy=policy(denied_fields=["jobtitle"]))
+    assert run.feed(event(1, {"phone": "1"}, by="bot")) == []
+    assert run.feed(event(1, {"jobtitle": "CEO"}, by="bot"))[0].details["reason"] == "denied_field"
+
+
+def test_allowed_fields_list_restricts_everything_else() -> None:
+    run = Run(ProtectedFieldDetector(), policy=policy(allowed_fields=["jobtitle", "phone"]))
+    assert run.feed(event(1, {"jobtitle": "CTO"}, by="bot")) == []
+    assert run.feed(event(1, {"city": "Oslo"}, by="bot"))[0].details["reason"] == "not_allowed_field"
+
+
+def test_high_tier_allowed_agent_may_write_commission_inputs() -> None:
+    run = Run(ProtectedFieldDetector(), policy=policy(high_tier_allowed=True))
+    assert run.feed(event(1, {"amount": "100"}, by="bot", object_type=ObjectType.DEAL)) == []
+
+
+def test_denied_object_type() -> None:
+    run = Run(ProtectedFieldDetector(), policy=policy(denied_object_types=["deal"]))
+    found = run.feed(event(1, {"dealname": "x"}, by="bot", object_type=ObjectType.DEAL))
+    assert found[0].details["reason"] == "denied_object_type"
+
+
+def test_creates_count_only_explicit_denials_and_no_ops_are_ignored() -> None:
+    run = Run(ProtectedFieldDetector(), policy=policy(denied_fields=["hs_lead_status"]))
+    assert run.feed(event(5, {"email": "a@b.c", "firstname": "A"}, by="bot", operation="create")) == []
+    assert len(run.feed(event(6, {"hs_lead_status": "NEW"}, by="bot", operation="create"))) == 1
+    run.feed(event(7, {"utm_source": "google"}, by="ann", kind=ActorKind.HUMAN))
+    assert run.feed(event(7, {"utm_source": "google"}, by="bot", at=5)) == []
+
+
+def test_unknown_agents_and_humans_are_not_checked_here() -> None:
+    run = Run(ProtectedFieldDetector(), policy=policy())
+    assert run.feed(event(1, {"utm_source": "x"}, by="ghost")) == []
+    assert run.feed(event(1, {"utm_source": "y"}, by="ann", kind=ActorKind.HUMAN)) == []
