@@ -16,7 +16,9 @@ from app.config import SettingsError
 from app.policy_file import PolicyError, load_policy
 
 # Modules that add commands with `register(subparsers)`, in the order `--help` lists them.
-COMMAND_MODULES: list[str] = ["app.cli_run"]
+COMMAND_MODULES: list[str] = [
+    "app.cli_run", "app.cli_agents", "app.cli_keys", "app.cli_review", "app.cli_timeline", "app.cli_scenario",
+]
 
 
 def _replay(args: argparse.Namespace) -> int:

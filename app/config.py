@@ -14,6 +14,8 @@ from typing import Any, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from app.sinks.routing import RoutingConfig
+
 
 class Topics(BaseModel):
     """Kafka topic names; override any with CRM_GUARD_TOPIC_<NAME> or the `topics:` file key."""
@@ -77,6 +79,7 @@ class Settings(BaseModel):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     show_pii: bool = False
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     def with_overrides(self, **changes: Any) -> "Settings":
         """A copy with some fields replaced (validated)."""

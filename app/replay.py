@@ -211,6 +211,8 @@ def run_replay(
         ]
         for item in heapq.merge(*streams):
             _process(guard, item.event, outputs, stats, latest)
+        if stats.last_event_at is not None:
+            _record_outcome(guard.finish(stats.last_event_at), outputs, stats, latest)
     finally:
         outputs.close()
         if progress is not None:
@@ -241,6 +243,10 @@ def _process(guard: Guard, event: ChangeEvent, outputs: _Outputs, stats: ReplayS
         stats.last_event_at = attributed.occurred_at
     for row in timeline_rows(out):
         _dump(outputs.timeline, row)
+    _record_outcome(out, outputs, stats, latest)
+
+
+def _record_outcome(out: Output, outputs: _Outputs, stats: ReplayStats, latest: dict[str, Alert]) -> None:
     for finding in out.findings:
         stats.findings[f"{finding.detector}/{finding.severity.value}"] += 1
         if finding.detector == "override":

@@ -38,7 +38,7 @@ def main() -> None:
                 print(f"RATE {rate:.0f}", flush=True)
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    worker = faust.Worker(app, loglevel="ERROR", quiet=True)
+    worker = faust.Worker(app, loglevel=os.environ.get("FAUST_LOGLEVEL", "ERROR"), quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     except SystemExit:

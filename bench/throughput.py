@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -106,9 +107,9 @@ def faust_baseline(bootstrap: str, topic: str, n: int) -> float:
          "--expect", str(n)],
         capture_output=True, text=True, timeout=900, cwd=str(ROOT),
     )
-    for line in out.stdout.splitlines():
-        if line.startswith("RATE "):
-            return float(line.split()[1])
+    match = re.search(r"RATE (\d+)", out.stdout)
+    if match:
+        return float(match.group(1))
     raise RuntimeError(f"faust baseline failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
 
 
@@ -126,7 +127,7 @@ async def guard_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -
     record, actor = runtime.stages[1], runtime.stages[3]
     start = time.perf_counter()
     first = None
-    while actor.processed < n:
+    while actor.observations < n:
         await asyncio.sleep(0.05)
         if first is None and record.processed:
             first = time.perf_counter()

@@ -182,7 +182,7 @@ def _open(finding: Finding) -> dict[str, Any]:
         "sample_record_keys": [finding.record_key],
         "count": 1,
         "records": 1,
-        "record_set": [finding.record_key],
+        "record_set": {finding.record_key: 1},
         "first_event_at": finding.occurred_at,
         "last_event_at": finding.occurred_at,
         "detected_at": finding.occurred_at,
@@ -205,7 +205,7 @@ def _grow(alert: dict[str, Any], finding: Finding, settings: AlertSettings) -> b
     alert["first_event_at"] = min(alert["first_event_at"], finding.occurred_at)
     if finding.record_key not in alert["record_set"]:
         if len(alert["record_set"]) < _RECORD_SET_CAP:
-            alert["record_set"].append(finding.record_key)
+            alert["record_set"][finding.record_key] = 1
         alert["records"] += 1
         if len(alert["sample_record_keys"]) < settings.sample_records:
             alert["sample_record_keys"].append(finding.record_key)

@@ -18,19 +18,21 @@ class Attributor:
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
         self._rules = actor_kind_rules(policy)
-        self._cache: dict[tuple[SourceIdentity, ActorKind, str], Actor] = {}
+        self._cache: dict[tuple[str | None, ...], Actor] = {}
 
     def attribute(self, event: ChangeEvent) -> ChangeEvent:
         """The event with its actor resolved against the policy (the same object if unchanged)."""
         hinted = event.actor
-        key = (hinted.identity, hinted.kind, hinted.id)
+        ident = hinted.identity
+        # Plain-string key: hashing the pydantic identity costs more than resolving it.
+        key = (ident.vendor, ident.change_source, ident.user_id, ident.app_id, hinted.kind.value, hinted.id)
         actor = self._cache.get(key)
         if actor is None:
             actor = self._resolve(hinted)
             if len(self._cache) > 50_000:
                 self._cache.clear()
             self._cache[key] = actor
-        if actor == hinted:
+        if actor.kind is hinted.kind and actor.id == hinted.id:
             return event
         return event.model_copy(update={"actor": actor})
 

@@ -115,6 +115,19 @@ class ActorStage:
             result.alerts.extend(self.alerts.tick(obs.actor_key, obs.event.occurred_at, states[ALERTS_STATE]))
         return result
 
+    def flush(self, now_ms: int, states: StateSet) -> ActorResult:
+        """Close open windows (activity_anomaly) up to event time `now_ms`: end of a replay."""
+        result = ActorResult()
+        for detector in self.detectors:
+            flush = getattr(detector, "flush", None)
+            if flush is None:
+                continue
+            state = states[detector.name]
+            for key in sorted(state):
+                for finding in flush(key, now_ms, state, self.policy):
+                    self._conclude(finding, states, result)
+        return result
+
     def process_finding(self, finding: Finding, states: StateSet) -> ActorResult:
         """An upstream finding (record or link stage) for this actor."""
         result = ActorResult()
@@ -157,6 +170,12 @@ class Guard:
         _merge(out, self.actor.process_observation(obs, self.states))
         for finding in upstream:
             _merge(out, self.actor.process_finding(finding, self.states))
+        return out
+
+    def finish(self, now_ms: int) -> Output:
+        """End of input: close the windows still open at event time `now_ms`."""
+        out = Output()
+        _merge(out, self.actor.flush(now_ms, self.states))
         return out
 
     def open_alerts(self) -> list[Alert]:

@@ -64,8 +64,11 @@ class RecordState:
             else:
                 priors[change.field] = None
             fields[change.field] = [_cut(change.new, limit), actor.id, actor.kind.value, event.occurred_at, event.event_id]
-        related = _merge_related(entry["r"], event.related)
-        entry["r"] = [[r.object_type.value, r.record_id] for r in related]
+        if event.related or entry["r"]:
+            related = _merge_related(entry["r"], event.related)
+            entry["r"] = [[r.object_type.value, r.record_id] for r in related]
+        else:
+            related = ()
         recent = entry["e"]
         recent.append(event.event_id)
         if len(recent) > _RECENT_IDS:

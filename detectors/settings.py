@@ -6,9 +6,9 @@ Each detector owns one model here; the policy file may set any of its keys. Dura
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 def _duration(value: Any) -> int:
@@ -54,6 +54,202 @@ class AlertSettings(_Section):
     evidence_events: int = Field(default=20, gt=0, le=200)
 
 
+Severity3 = Literal["info", "warning", "critical"]
+ActorKindName = Literal["human", "agent", "automation", "import", "integration", "unknown"]
+
+
+def _kinds(*names: ActorKindName) -> list[ActorKindName]:
+    return list(names)
+
+
+DEFAULT_STAGE_SEVERITIES: dict[str, Severity3] = {
+    "skip": "warning", "backwards": "warning", "closing": "warning", "owner_inactive": "info",
+    "after_support": "warning",
+}
+
+
+class MassOverwriteSettings(_Section):
+    """One actor replacing or blanking set values of one field across many records (mass_overwrite.py)."""
+
+    window: Duration = 3_600_000
+    threshold: int = Field(default=5, gt=0)
+    high_tier_threshold: int = Field(default=3, gt=0)
+    long_window: Duration = 24 * 3_600_000
+    long_threshold: int = Field(default=10, gt=0)
+    high_tier_long_threshold: int = Field(default=5, gt=0)
+    human_threshold_factor: float = Field(default=3.0, ge=1.0)
+    watch_kinds: list[ActorKindName] = Field(
+        default_factory=lambda: _kinds("agent", "human", "integration", "unknown")
+    )
+    count_own_values: bool = False
+    ignore_case_and_whitespace: bool = True
+    ignore_fields: list[str] = Field(
+        default_factory=lambda: [
+            "dealstage", "pipeline", "stagename", "stage_id", "pipeline_id", "status", "lifecyclestage",
+            "hs_lead_status", "hs_pipeline", "hs_pipeline_stage", "probability", "hs_deal_stage_probability",
+            "forecastcategoryname", "hs_lastmodifieddate", "lastmodifieddate", "systemmodstamp",
+            "update_time", "notes_last_*", "hs_last_*", "last_activity*",
+        ]
+    )
+    pause_on_critical: bool = True
+    max_records_per_field: int = Field(default=128, gt=0)
+    max_fields: int = Field(default=64, gt=0)
+    retention: Duration = 7 * 86_400_000
+
+    @model_validator(mode="after")
+    def _windows_nest(self) -> MassOverwriteSettings:
+        if self.long_window < self.window:
+            raise ValueError("long_window must be at least window")
+        thresholds = (self.threshold, self.high_tier_threshold, self.long_threshold,
+                      self.high_tier_long_threshold)
+        if self.max_records_per_field < max(thresholds) * self.human_threshold_factor:
+            raise ValueError(
+                "max_records_per_field must be at least the largest threshold x human_threshold_factor"
+            )
+        return self
+
+
+class DuplicateSpikeSettings(_Section):
+    """Identity index (duplicate_created) and the per-agent spike of duplicates (duplicate_spike.py)."""
+
+    default_region: str = "US"
+    salt: str = ""
+    watch_kinds: list[ActorKindName] = Field(
+        default_factory=lambda: _kinds("agent", "integration", "unknown")
+    )
+    window: Duration = 24 * 3_600_000
+    min_count: int = Field(default=3, gt=0)
+    k: float = Field(default=3.0, gt=0)
+    baseline_alpha: float = Field(default=0.1, gt=0, le=1)
+    max_records_per_identity: int = Field(default=16, gt=1)
+    max_matches_reported: int = Field(default=3, gt=0)
+    max_times: int = Field(default=256, gt=0)
+    retention: Duration = 365 * 86_400_000
+    email_fields: list[str] = Field(
+        default_factory=lambda: ["email", "emails", "primary_email", "hs_additional_emails", "work_email"]
+    )
+    phone_fields: list[str] = Field(
+        default_factory=lambda: ["phone", "phones", "mobilephone", "mobile_phone", "primary_phone"]
+    )
+    first_name_fields: list[str] = Field(default_factory=lambda: ["firstname", "first_name"])
+    last_name_fields: list[str] = Field(default_factory=lambda: ["lastname", "last_name"])
+    full_name_fields: list[str] = Field(default_factory=lambda: ["name"])
+    company_fields: list[str] = Field(
+        default_factory=lambda: ["company", "accountid", "account_name", "org_id", "org_name"]
+    )
+    domain_fields: list[str] = Field(default_factory=lambda: ["domain", "website"])
+    org_name_fields: list[str] = Field(default_factory=lambda: ["name"])
+
+
+class PipelineSpec(BaseModel):
+    """One deal pipeline: open stages in order, and the closed (won / lost) stage values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stages: list[str] = Field(min_length=1)
+    won: list[str] = Field(default_factory=list)
+    lost: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _values_as_strings(cls, data: Any) -> Any:
+        # Pipedrive stage ids are integers in YAML; stage values are compared as strings.
+        if isinstance(data, dict):
+            return {k: ([str(v) for v in vs] if isinstance(vs, list) else vs) for k, vs in data.items()}
+        return data
+
+
+class StageAnomalySettings(_Section):
+    """Agent stage moves that skip, go back, close, touch stale deals or follow support (stage_anomaly.py)."""
+
+    min_skipped_stages: int = Field(default=2, gt=0)
+    owner_inactive_after: Duration = 14 * 86_400_000
+    support_window: Duration = 7 * 86_400_000
+    severities: dict[str, Severity3] = Field(default_factory=lambda: dict(DEFAULT_STAGE_SEVERITIES))
+    pipelines: dict[str, dict[str, PipelineSpec]] = Field(default_factory=dict)
+    stage_fields: dict[str, str] = Field(default_factory=dict)
+    support_object_types: list[str] = Field(default_factory=lambda: ["ticket"])
+    support_source_object_types: list[str] = Field(
+        default_factory=lambda: ["case", "casecomment", "*ticket*", "conversation*"]
+    )
+    support_markers: dict[str, str] = Field(
+        default_factory=lambda: {
+            "type": r"(?i)^(support|ticket|case)",
+            "hs_activity_type": r"(?i)support",
+            "channel": r"(?i)^support",
+            "parentid": r"^500",
+            "hs_email_to_email": r"(?i)^(support|help|helpdesk|service)@",
+            "hs_email_subject": r"(?i)\b(ticket|case)\s*#?\s*\d+",
+            "subject": r"(?i)\b(ticket|case)\s*#?\s*\d+",
+        }
+    )
+    max_accounts_per_event: int = Field(default=8, gt=0)
+    escalate_after: int = Field(default=3, gt=0)
+    escalate_window: Duration = 24 * 3_600_000
+    pause_on_escalation: bool = True
+    retention: Duration = 90 * 86_400_000
+
+
+class OverrideSettings(_Section):
+    """A human changing a field an agent changed, within the window (override.py)."""
+
+    window: Duration = 72 * 3_600_000
+    ignore_fields: list[str] = Field(
+        default_factory=lambda: [
+            "hs_lastmodifieddate", "lastmodifieddate", "systemmodstamp", "lastmodifiedbyid",
+            "update_time", "hs_updated_by_user_id", "notes_last_*", "hs_last_*",
+        ]
+    )
+    max_fields_per_record: int = Field(default=64, gt=0)
+    max_value_chars: int = Field(default=256, gt=8)
+
+
+class OverrideRateSettings(_Section):
+    """An agent's overrides per change in a tier, against its own baseline (override_rate.py)."""
+
+    window: Duration = 7 * 86_400_000
+    min_rate: float = Field(default=0.2, gt=0, le=1)
+    ceiling_rate: float = Field(default=0.5, gt=0, le=1)
+    k: float = Field(default=2.0, gt=0)
+    min_overrides: int = Field(default=5, gt=0)
+    min_changes_for_baseline: int = Field(default=20, gt=0)
+    baseline_alpha: float = Field(default=0.1, gt=0, le=1)
+
+
+class ActivityAnomalySettings(_Section):
+    """Per-agent activity windows scored by river HalfSpaceTrees (activity_anomaly.py)."""
+
+    window: Duration = 300_000
+    warmup_windows: int = Field(default=100, ge=0)
+    threshold: float = Field(default=0.85, gt=0, lt=1)
+    consecutive: int = Field(default=3, gt=0)
+    n_trees: int = Field(default=25, gt=0)
+    height: int = Field(default=8, gt=0, le=16)
+    window_size: int = Field(default=100, gt=1)
+    seed: int = 42
+    count_scale: int = Field(default=2000, gt=1)
+    field_scale: int = Field(default=200, gt=1)
+    max_records_tracked: int = Field(default=2000, gt=0)
+    max_fields_tracked: int = Field(default=256, gt=0)
+
+
+class TrustSettings(_Section):
+    """Trust calibration and autonomy moves per agent and field tier (see detectors/trust.py)."""
+
+    prior_mean: float = Field(default=0.3, gt=0, lt=1)
+    prior_strength: float = Field(default=2.0, gt=0)
+    halflife: Duration = 30 * 86_400_000
+    modification_success: float = Field(default=0.5, ge=0, le=1)
+    act_threshold: float = Field(default=0.8, gt=0, le=1)
+    propose_threshold: float = Field(default=0.5, gt=0, le=1)
+    promote_min_approvals: int = Field(default=20, ge=1)
+    promote_min_rate: float = Field(default=0.8, ge=0, lt=1)
+    propose_min_outcomes: int = Field(default=3, ge=1)
+    demote_after_failures: int = Field(default=3, ge=1)
+    demote_min_outcomes: int = Field(default=10, ge=1)
+    history_limit: int = Field(default=100, ge=1)
+
+
 class DetectorSettings(BaseModel):
     """All detector sections. Detectors added later add their section here."""
 
@@ -63,3 +259,10 @@ class DetectorSettings(BaseModel):
     source_gap: SourceGapSettings = Field(default_factory=SourceGapSettings)
     record_state: RecordStateSettings = Field(default_factory=RecordStateSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    trust: TrustSettings = Field(default_factory=TrustSettings)
+    mass_overwrite: MassOverwriteSettings = Field(default_factory=MassOverwriteSettings)
+    duplicate_spike: DuplicateSpikeSettings = Field(default_factory=DuplicateSpikeSettings)
+    stage_anomaly: StageAnomalySettings = Field(default_factory=StageAnomalySettings)
+    override: OverrideSettings = Field(default_factory=OverrideSettings)
+    override_rate: OverrideRateSettings = Field(default_factory=OverrideRateSettings)
+    activity_anomaly: ActivityAnomalySettings = Field(default_factory=ActivityAnomalySettings)

@@ -10,7 +10,12 @@ from mode import Service
 from app.config import Settings
 from app.metrics import GuardMetrics
 from app.runtime.console import ConsolePrinter
-from app.runtime.pause_encoding import pause_encoder_for
+from app.review.consumer import ReviewServices
+from app.review.service import ReviewService
+from app.pause.keys import signing_key_from_settings
+from app.pause.publisher import PauseEncoder
+from app.runtime.services import DeliveryRunner, PauseStateService, TimelineService
+from app.timeline.store import TimelineStore
 from app.runtime.worker import AlertBoard, GuardRuntime, build_faust_app
 from app.web.server import WebServer
 from detectors.policy import Policy
@@ -18,13 +23,34 @@ from detectors.policy import Policy
 
 def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
                   extra: list[Service] | None = None, board: AlertBoard | None = None) -> tuple[GuardRuntime, dict[str, Any]]:
-    """The runtime service and the objects the web server shares with it."""
+    """The runtime service and the objects the web server shares with it.
+
+    Beside the four stages every worker runs the review service (proposals, trust, the review
+    queue) and the timeline store; both rebuild themselves from their topics on start.
+    """
     metrics = GuardMetrics(agents=list(policy.agents))
     board = board or AlertBoard()
-    runtime = GuardRuntime(settings, policy, encode_pause=pause_encoder_for(settings), metrics=metrics,
-                           idempotent=idempotent, board=board)
+    timeline = TimelineStore()
+    holder: dict[str, GuardRuntime] = {}
+    review = ReviewService(
+        settings, policy, registry=metrics.registry, trust_gauge=metrics.trust, idempotent=idempotent,
+        current_value=lambda record_key, field: holder["runtime"].current_value(record_key, field),
+        velocity_counts=lambda agent, at_ms: holder["runtime"].velocity_counts(agent, at_ms),
+        publish_override_feedback=False,  # the actor stage publishes override feedback durably
+    )
+    signing_key = signing_key_from_settings(settings)
+    runtime = GuardRuntime(settings, policy, encode_pause=PauseEncoder(settings.topics.pause, signing_key.signer()),
+                           metrics=metrics,
+                           idempotent=idempotent, board=board, on_finding=review.notify_finding,
+                           trust_state=review.trust_state)
+    holder["runtime"] = runtime
+    runtime.extra_services.append(ReviewServices(review))
+    runtime.extra_services.append(TimelineService(settings, timeline))
+    runtime.extra_services.append(DeliveryRunner(settings, metrics.registry, idempotent))
+    runtime.extra_services.append(PauseStateService(settings, signing_key.key_id, signing_key.public_key, runtime.on_pause_state))
     runtime.extra_services.extend(extra or [])
-    shared = {"settings": settings, "policy": policy, "metrics": metrics, "board": board, "runtime": runtime}
+    shared = {"settings": settings, "policy": policy, "metrics": metrics, "board": board, "runtime": runtime,
+              "review": review, "timeline": timeline}
     return runtime, shared
 
 

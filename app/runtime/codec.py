@@ -50,25 +50,40 @@ def observation_from_dict(data: dict[str, Any]) -> Observation:
     )
 
 
-def encode_actor_input(obs: Observation | None = None, finding: Finding | None = None) -> bytes:
-    """A by-actor message: either an observation or an upstream finding."""
+# One message on guard.by-actor / guard.by-link carries every input of one key from one batch of
+# the upstream stage, in order: an agent's 500 changes in a batch cost one produce, not 500.
+
+
+def actor_input(obs: Observation | None = None, finding: Finding | None = None) -> dict[str, Any]:
+    """One by-actor item: either an observation or an upstream finding."""
     if obs is not None:
-        return orjson.dumps({"t": "obs", "o": observation_to_dict(obs)})
+        return {"t": "obs", "o": observation_to_dict(obs)}
     assert finding is not None
-    return orjson.dumps({"t": "finding", "f": finding.to_dict()})
+    return {"t": "finding", "f": finding.to_dict()}
 
 
-def decode_actor_input(raw: bytes) -> Observation | Finding:
-    data = orjson.loads(raw)
-    if data["t"] == "obs":
-        return observation_from_dict(data["o"])
-    return Finding.from_dict(data["f"])
+def decode_actor_inputs(raw: bytes) -> list[Observation | Finding]:
+    """The items of one by-actor message, in order."""
+    items = orjson.loads(raw)
+    if not isinstance(items, list):
+        raise ValueError("a by-actor message is a JSON array")
+    out: list[Observation | Finding] = []
+    for data in items:
+        if data["t"] == "obs":
+            out.append(observation_from_dict(data["o"]))
+        else:
+            out.append(Finding.from_dict(data["f"]))
+    return out
 
 
-def encode_link_probe(detector: str, key: str, obs: Observation) -> bytes:
-    return orjson.dumps({"d": detector, "k": key, "o": observation_to_dict(obs)})
+def link_probe(detector: str, obs: Observation) -> dict[str, Any]:
+    """One by-link item: which detector, and the observation it must see under the message key."""
+    return {"d": detector, "o": observation_to_dict(obs)}
 
 
-def decode_link_probe(raw: bytes) -> tuple[str, str, Observation]:
-    data = orjson.loads(raw)
-    return data["d"], data["k"], observation_from_dict(data["o"])
+def decode_link_probes(raw: bytes) -> list[tuple[str, Observation]]:
+    """The items of one by-link message, in order."""
+    items = orjson.loads(raw)
+    if not isinstance(items, list):
+        raise ValueError("a by-link message is a JSON array")
+    return [(data["d"], observation_from_dict(data["o"])) for data in items]

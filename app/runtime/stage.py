@@ -36,12 +36,14 @@ log = logging.getLogger(__name__)
 class Emit:
     """Records a stage wants produced for one input message."""
 
-    records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = field(default_factory=list)
+    records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int | None]] = field(
+        default_factory=list)
 
-    def send(self, topic: str, key: str | bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:
+    def send(self, topic: str, key: str | bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
         if isinstance(key, str):
             key = key.encode()
-        self.records.append((topic, key, value, headers or []))
+        self.records.append((topic, key, value, headers or [], partition))
 
 
 class PoisonMessage(Exception):
@@ -100,6 +102,8 @@ class BatchStage(Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.processed = 0
         self.idle = asyncio.Event()
+        self.failure: BaseException | None = None
+        self.on_failure: Any = None
 
     # ---- to implement -------------------------------------------------------------------------
 
@@ -146,20 +150,21 @@ class BatchStage(Service):
             reader.assign(tps)
             await reader.seek_to_beginning(*tps)
             ends = await reader.end_offsets(tps)
-            pending = {tp for tp in tps if ends[tp] > 0}
             restored = 0
-            while pending:
-                batch = await reader.getmany(*pending, timeout_ms=500, max_records=10_000)
+            # Read until every partition is at its end AND a fetch comes back empty: some brokers
+            # (tansu) report the end as the last batch's first offset + 1.
+            while True:
+                batch = await reader.getmany(*tps, timeout_ms=300, max_records=10_000)
                 for tp, records in batch.items():
                     state = self.partitions[tp.partition]
                     for rec in records:
                         state.apply_changelog(rec.key, rec.value)
                         restored += 1
-                    if records and records[-1].offset + 1 >= ends[tp]:
-                        pending.discard(tp)
-                for tp in list(pending):
-                    if await reader.position(tp) >= ends[tp]:
-                        pending.discard(tp)
+                if batch:
+                    continue
+                positions = [await reader.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
+                    break
             for p in partitions:
                 self.partitions[p].drain_changes()
             log.info("%s: restored %d changelog records for partitions %s in %.2fs",
@@ -168,6 +173,20 @@ class BatchStage(Service):
             await reader.stop()
 
     async def _run(self) -> None:
+        try:
+            await self._consume()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not a bad message (those are dead-lettered): the broker or the producer failed. The
+            # uncommitted batch is redone by whoever takes the partitions over; stop this worker.
+            log.critical("%s stage failed, stopping the worker: %r", self.name, exc, exc_info=True)
+            self.failure = exc
+            if self.on_failure is not None:
+                self.on_failure(self, exc)
+            raise
+
+    async def _consume(self) -> None:
         consumer = self.consumer
         assert consumer is not None
         while not self.should_stop:
@@ -202,8 +221,8 @@ class BatchStage(Service):
             self.processed += len(records)
         self.after_batch(emit)
         futures = [
-            await self.producer.send(topic, value=value, key=key, headers=headers)
-            for topic, key, value, headers in emit.records
+            await self.producer.send(topic, value=value, key=key, headers=headers, partition=partition)
+            for topic, key, value, headers, partition in emit.records
         ]
         if self.changelog_topic:
             for p, state in self.partitions.items():

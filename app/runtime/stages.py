@@ -32,6 +32,25 @@ PauseEncoder = Callable[[PauseDecision], tuple[str, bytes, bytes]]
 """Turns a pause decision into (topic, key, signed value)."""
 
 
+CHUNK_BYTES = 512 * 1024
+
+
+def json_arrays(items: list[bytes], limit: int = CHUNK_BYTES) -> list[bytes]:
+    """Pre-encoded JSON items joined into arrays of at most `limit` bytes (one item may exceed it)."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2
+    for item in items:
+        if chunk and size + len(item) + 1 > limit:
+            out.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 2
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        out.append(b"[" + b",".join(chunk) + b"]")
+    return out
+
+
 class IngestStage(BatchStage):
     """Vendor payloads to canonical events. A payload that cannot be used is dead-lettered whole;
     the bad elements of a HubSpot batch are dead-lettered one by one while the good ones go on."""
@@ -79,6 +98,9 @@ class RecordStageRunner(BatchStage):
         self.by_actor = by_actor
         self.by_link = by_link
         self.timeline_topic = timeline_topic
+        self.to_actor: dict[str, list[bytes]] = {}
+        self.to_link: dict[str, list[bytes]] = {}
+        self.timeline_rows: dict[int, list[bytes]] = {}
 
     def state_names(self) -> list[str]:
         return self.stage.state_names()
@@ -101,14 +123,29 @@ class RecordStageRunner(BatchStage):
             return
         if self.metrics:
             self.metrics.change(event.source, event.actor.kind.value, event.actor.id if event.actor.kind.value == "agent" else None)
-        emit.send(self.by_actor, obs.actor_key, codec.encode_actor_input(obs=obs))
+        self.to_actor.setdefault(obs.actor_key, []).append(orjson.dumps(codec.actor_input(obs=obs)))
         for finding in findings:
-            emit.send(self.by_actor, finding.actor_key, codec.encode_actor_input(finding=finding))
+            self.to_actor.setdefault(finding.actor_key, []).append(orjson.dumps(codec.actor_input(finding=finding)))
         for name, key in self.link.keys(obs):
-            emit.send(self.by_link, key, codec.encode_link_probe(name, key, obs))
+            self.to_link.setdefault(key, []).append(orjson.dumps(codec.link_probe(name, obs)))
         if self.timeline_topic:
-            rows = timeline_rows(Output(observation=obs))
-            emit.send(self.timeline_topic, event.record_key, orjson.dumps(rows))
+            self.timeline_rows.setdefault(record.partition, []).extend(
+                orjson.dumps(row) for row in timeline_rows(Output(observation=obs)))
+
+    def after_batch(self, emit: Emit) -> None:
+        """One message per actor key and per link key; one timeline message per input partition
+        (each split into JSON arrays of at most CHUNK_BYTES, under Kafka's 1 MB message limit)."""
+        for key, items in self.to_actor.items():
+            for chunk in json_arrays(items):
+                emit.send(self.by_actor, key, chunk)
+        for key, items in self.to_link.items():
+            for chunk in json_arrays(items):
+                emit.send(self.by_link, key, chunk)
+        if self.timeline_topic:
+            for partition, rows in self.timeline_rows.items():
+                for chunk in json_arrays(rows):
+                    emit.send(self.timeline_topic, None, chunk, partition=partition)
+        self.to_actor, self.to_link, self.timeline_rows = {}, {}, {}
 
 
 class LinkStageRunner(BatchStage):
@@ -127,13 +164,16 @@ class LinkStageRunner(BatchStage):
     def handle(self, record: ConsumerRecord, state: PartitionState | None, emit: Emit) -> None:
         assert state is not None
         try:
-            name, key, obs = codec.decode_link_probe(record.value)
-        except (ValueError, KeyError, TypeError, ValidationError) as exc:
-            raise PoisonMessage("invalid_probe", f"not a link probe: {exc}") from exc
-        if name not in self.stage.detectors:
-            raise PoisonMessage("unknown_detector", f"no link detector named {name!r} in this worker")
-        for finding in self.stage.process(name, key, obs, state):
-            emit.send(self.by_actor, finding.actor_key, codec.encode_actor_input(finding=finding))
+            key = record.key.decode()
+            probes = codec.decode_link_probes(record.value)
+        except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
+            raise PoisonMessage("invalid_probe", f"not a list of link probes: {exc}") from exc
+        for name, _ in probes:
+            if name not in self.stage.detectors:
+                raise PoisonMessage("unknown_detector", f"no link detector named {name!r} in this worker")
+        for name, obs in probes:
+            for finding in self.stage.process(name, key, obs, state):
+                emit.send(self.by_actor, finding.actor_key, orjson.dumps([codec.actor_input(finding=finding)]))
 
 
 class ActorStageRunner(BatchStage):
@@ -141,16 +181,18 @@ class ActorStageRunner(BatchStage):
 
     name = "actor"
 
-    def __init__(self, *, stage: ActorStage, alerts_topic: str, feedback_topic: str,
+    def __init__(self, *, stage: ActorStage, alerts_topic: str, feedback_topic: str, timeline_topic: str | None,
                  encode_pause: PauseEncoder, on_alert: Callable[[Alert], None] | None = None,
                  on_finding: Callable[[Finding], None] | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.stage = stage
         self.alerts_topic = alerts_topic
         self.feedback_topic = feedback_topic
+        self.timeline_topic = timeline_topic
         self.encode_pause = encode_pause
         self.on_alert = on_alert
         self.on_finding = on_finding
+        self.observations = 0  # changes seen by this stage (messages carry several)
 
     def state_names(self) -> list[str]:
         return self.stage.state_names()
@@ -158,14 +200,16 @@ class ActorStageRunner(BatchStage):
     def handle(self, record: ConsumerRecord, state: PartitionState | None, emit: Emit) -> None:
         assert state is not None
         try:
-            item = codec.decode_actor_input(record.value)
+            items = codec.decode_actor_inputs(record.value)
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
-            raise PoisonMessage("invalid_actor_input", f"not an observation or finding: {exc}") from exc
-        if isinstance(item, Observation):
-            result = self.stage.process_observation(item, state)
-        else:
-            result = self.stage.process_finding(item, state)
-        self._publish(result, emit)
+            raise PoisonMessage("invalid_actor_input", f"not a list of observations and findings: {exc}") from exc
+        for item in items:
+            if isinstance(item, Observation):
+                self.observations += 1
+                result = self.stage.process_observation(item, state)
+            else:
+                result = self.stage.process_finding(item, state)
+            self._publish(result, emit)
 
     def _publish(self, result: ActorResult, emit: Emit) -> None:
         now = time.time()
@@ -177,6 +221,10 @@ class ActorStageRunner(BatchStage):
                           orjson.dumps({"type": "override", **override_row(finding)}))
                 if self.metrics:
                     self.metrics.override(finding.agent)
+            if self.timeline_topic and (finding.detector == "override" or finding.severity.value != "info"):
+                # attach the finding to the change it concerns on the record's timeline
+                emit.send(self.timeline_topic, finding.record_key,
+                          orjson.dumps({"record_key": finding.record_key, "findings": [finding.to_dict()]}))
             if self.on_finding:
                 self.on_finding(finding)
         for alert in result.alerts:

@@ -26,7 +26,7 @@ from app.runtime.topics import changelog_topic, ensure_topics
 from detectors.alerts import Alert, PauseDecision
 from detectors.attribution import Attributor
 from detectors.base import Finding
-from detectors.pipeline import ActorStage, LinkStage, RecordStage
+from detectors.pipeline import ALERTS_STATE, ActorStage, LinkStage, RecordStage
 from detectors.policy import Policy
 from detectors.registry import default_detectors
 
@@ -67,6 +67,7 @@ class GuardRuntime(Service):
         idempotent: bool = False,
         board: AlertBoard | None = None,
         on_finding: Callable[[Finding], None] | None = None,
+        trust_state: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,6 +78,7 @@ class GuardRuntime(Service):
         self.idempotent = idempotent
         self.board = board or AlertBoard()
         self.on_finding = on_finding
+        self.trust_state = trust_state
         self.producer: AIOKafkaProducer | None = None
         self.stages: list[BatchStage] = []
         self.ready = asyncio.Event()
@@ -88,7 +90,9 @@ class GuardRuntime(Service):
         await ensure_topics(settings, kwargs)
         self.producer = make_producer(settings, self.idempotent)
         await self.producer.start()
-        detectors = default_detectors(self.policy)
+        for service in self.extra_services:
+            await self.add_runtime_dependency(service)
+        detectors = default_detectors(self.policy, self.trust_state)
         topics = settings.topics
         common: dict[str, Any] = {
             "bootstrap": settings.bootstrap_servers,
@@ -119,15 +123,14 @@ class GuardRuntime(Service):
             ),
             ActorStageRunner(
                 stage=ActorStage(self.policy, detectors), alerts_topic=topics.alerts,
-                feedback_topic=topics.feedback, encode_pause=self._encode_pause, on_alert=self.board.add,
+                feedback_topic=topics.feedback, timeline_topic=topics.timeline,
+                encode_pause=self._encode_pause, on_alert=self.board.add,
                 on_finding=self.on_finding, topics=[topics.by_actor], group_id=f"{group}.actor",
                 changelog_topic=changelog_topic(settings, "actor"), **common,
             ),
         ]
         for stage in self.stages:
             await self.add_runtime_dependency(stage)
-        for service in self.extra_services:
-            await self.add_runtime_dependency(service)
         self.metrics.up.set(1)
         for agent in self.policy.agents:
             for cap in self.policy.caps_for(agent):
@@ -171,6 +174,45 @@ class GuardRuntime(Service):
         for agent in self.policy.agents:
             label = self.metrics.agent_label(agent)
             self.metrics.paused.labels(label).set(1 if agent in self.board.paused else 0)
+
+    def on_pause_state(self, payload: Any) -> None:
+        """A verified message on guard.pause: a resume lets the agent be paused again."""
+        if payload.paused:
+            if payload.agent not in self.board.paused:
+                self.board.paused[payload.agent] = PauseDecision(
+                    agent=payload.agent, reason=payload.reason, detector="", alert_id=payload.alert_id or "",
+                    dedup_key="", event_id="", occurred_at=payload.issued_at)
+            return
+        self.board.paused.pop(payload.agent, None)
+        self.metrics.resume(payload.agent)
+        if len(self.stages) > 3:
+            actor = self.stages[3]
+            for state in actor.partitions.values():
+                alerts = state[ALERTS_STATE]
+                if payload.agent in alerts:
+                    actor.stage.alerts.resume(payload.agent, alerts)
+
+    def current_value(self, record_key: str, field: str) -> Any:
+        """The record state's last known value of a field, when this worker holds the record."""
+        from app.review.service import UNKNOWN
+        from detectors.pipeline import RECORD_STATE
+
+        for state in self.stages[1].partitions.values() if len(self.stages) > 1 else ():
+            entry = state[RECORD_STATE].data.get(record_key)
+            if entry is not None:
+                held = entry["f"].get(field)
+                return UNKNOWN if held is None else held[0]
+        return UNKNOWN
+
+    def velocity_counts(self, agent: str, at_ms: int) -> dict[str, int]:
+        """Distinct records per cap in the window ending at_ms (for the proposal gate)."""
+        from detectors.velocity_cap import VelocityCapDetector
+
+        for state in self.stages[3].partitions.values() if len(self.stages) > 3 else ():
+            caps = state["velocity_cap"].data
+            if agent in caps:
+                return VelocityCapDetector.current_counts(agent, caps, self.policy, at_ms)
+        return {}
 
     def processed(self) -> dict[str, int]:
         """Messages processed per stage (for the demo and tests)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -43,8 +45,30 @@ async def agents(request: web.Request) -> web.Response:
     return web.json_response({"agents": out})
 
 
+async def resume(request: web.Request) -> web.Response:
+    """POST /api/agents/{agent}/resume {"reason": "...", "by": "..."}: a signed resume on guard.pause."""
+    from app.cli_agents import resume_agent
+
+    agent = request.match_info["agent"]
+    if agent not in request.app["policy"].agents:
+        return web.json_response({"error": "unknown_agent", "message": f"no agent named {agent!r}"}, status=404)
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "not_json", "message": "the body must be JSON"}, status=400)
+    reason = body.get("reason") if isinstance(body, dict) else None
+    by = body.get("by") if isinstance(body, dict) else None
+    if not isinstance(reason, str) or not reason.strip() or not isinstance(by, str) or not by.strip():
+        return web.json_response({"error": "missing_field", "message": "reason and by are required"}, status=400)
+    runtime = request.app["runtime"]
+    payload, _ = await resume_agent(request.app["settings"], agent, reason.strip(), by.strip(), env=os.environ,
+                                    idempotent=bool(runtime and runtime.idempotent))
+    return web.json_response({"agent": agent, "state": payload.state, "seq": payload.seq})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/agents", agents)
+    app.router.add_post("/api/agents/{agent}/resume", resume)

@@ -56,7 +56,7 @@ async def hubspot(request: web.Request) -> web.Response:
     body = await _read_json_body(request)
     if isinstance(body, web.Response):
         return body
-    uri = settings.public_url.rstrip("/") + request.path_qs
+    uri = settings.public_url.rstrip("/") + request.raw_path  # as sent: HubSpot signs a partly-encoded URI
     try:
         verify_hubspot_v3(
             settings.hubspot_client_secret.get_secret_value(), request.method, uri, body,

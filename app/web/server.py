@@ -19,7 +19,7 @@ from mode import Service
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver"]
+ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver", "app.web.review", "app.web.timeline"]
 
 
 def build_web_app(shared: dict[str, Any]) -> web.Application:

@@ -91,6 +91,8 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 2.0) -> list
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 out.extend(records)
+            if batch:
+                continue  # only an empty fetch at the end counts (tansu reports ends early)
             positions = [await consumer.position(tp) for tp in tps]
             if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
                 break

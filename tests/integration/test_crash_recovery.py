@@ -72,8 +72,9 @@ def start_worker(env: dict[str, str], log: Path, kafka_kind: str) -> subprocess.
 async def distinct_events(bootstrap: str, topic: str) -> set[str]:
     ids = set()
     for record in await read_topic(bootstrap, topic, timeout_s=5):
-        for row in orjson.loads(record.value):
-            ids.add(row["event_id"])
+        value = orjson.loads(record.value)
+        if isinstance(value, list):  # change rows (dict messages attach findings)
+            ids.update(row["event_id"] for row in value)
     return ids
 
 

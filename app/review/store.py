@@ -1,0 +1,195 @@
+"""Review state that survives restarts: an in-memory index over a compacted Kafka topic.
+
+`ReviewStore` is the index (plain dicts, no I/O): every proposal's latest record, and the trust
+state per agent. `DecisionLog` is its durability: guard.decisions (compacted, one partition so
+the order of writes is the order of reads), keyed by
+
+* `proposal_id` -> {"type": "proposal", ...ReviewRecord}: the latest state of one proposal;
+* `trust:<agent>` -> {"type": "trust", "agent": ..., "state": {...}}: the agent's trust entry
+  (detectors/trust.py); proposal ids cannot contain ':' so the keys never collide.
+
+On start the log is read from the beginning to the end offsets into a fresh store; afterwards
+every change is written (and acknowledged) before the index is updated. Memory: decided records
+are kept `keep_decided` (default 90 days) and then tombstoned; pending records are kept until
+decided or expired. Each record is about 2 KB in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any, Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from app.review.models import ReviewFilter, ReviewRecord, ReviewStatus
+
+log = logging.getLogger(__name__)
+
+TRUST_PREFIX = "trust:"
+
+
+class ReviewStore:
+    """Every proposal's latest record (in arrival order) and the trust state, by key."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ReviewRecord] = {}
+        self.trust: dict[str, Any] = {}
+
+    # ---- applying log messages ---------------------------------------------------------------
+
+    def apply_message(self, key: bytes | str | None, value: bytes | None) -> None:
+        """Apply one guard.decisions message (None value: a tombstone)."""
+        if key is None:
+            return
+        text = key.decode() if isinstance(key, bytes) else key
+        if value is None:
+            if text.startswith(TRUST_PREFIX):
+                self.trust.pop(text[len(TRUST_PREFIX):], None)
+            else:
+                self.records.pop(text, None)
+            return
+        data = orjson.loads(value)
+        if data.get("type") == "trust":
+            self.trust[data["agent"]] = data["state"]
+        else:
+            self.put(ReviewRecord.model_validate(data))
+
+    def put(self, record: ReviewRecord) -> None:
+        self.records[record.proposal_id] = record
+
+    # ---- queries ------------------------------------------------------------------------------
+
+    def get(self, proposal_id: str) -> ReviewRecord | None:
+        return self.records.get(proposal_id)
+
+    def select(self, flt: ReviewFilter | None = None, limit: int | None = None) -> list[ReviewRecord]:
+        """Records matching the filter, oldest first."""
+        out = []
+        for record in self.records.values():
+            if flt is None or flt.matches(record):
+                out.append(record)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def pending(self, flt: ReviewFilter | None = None) -> list[ReviewRecord]:
+        base = flt or ReviewFilter()
+        return self.select(base.model_copy(update={"status": ReviewStatus.PENDING}))
+
+    @staticmethod
+    def groups(records: Iterable[ReviewRecord]) -> list[dict[str, Any]]:
+        """Records grouped by (agent, kind), groups sorted by agent then kind, items oldest first."""
+        grouped: dict[tuple[str, str], list[ReviewRecord]] = {}
+        for record in records:
+            grouped.setdefault((record.agent, record.kind), []).append(record)
+        return [
+            {"agent": agent, "kind": kind, "count": len(items), "items": items}
+            for (agent, kind), items in sorted(grouped.items())
+        ]
+
+    def backlog(self) -> Counter[str]:
+        """Pending proposals per agent."""
+        return Counter(r.agent for r in self.records.values() if r.pending)
+
+    def undone(self) -> list[ReviewRecord]:
+        """Decided records whose effects were not all produced (a crash in between)."""
+        return [r for r in self.records.values() if not r.done]
+
+    def expiry_due(self, now_ms: int, after_ms: int) -> list[ReviewRecord]:
+        """Pending records proposed at least `after_ms` before `now_ms`."""
+        return [r for r in self.records.values() if r.pending and r.proposal.proposed_at + after_ms <= now_ms]
+
+    def prunable(self, now_ms: int, keep_ms: int) -> list[str]:
+        """Ids of records decided more than `keep_ms` before `now_ms`."""
+        return [
+            r.proposal_id for r in self.records.values()
+            if not r.pending and r.done and (r.decided_at or r.received_at) + keep_ms <= now_ms
+        ]
+
+
+def encode_record(record: ReviewRecord) -> tuple[str, bytes]:
+    return record.proposal_id, orjson.dumps(record.model_dump(mode="json"))
+
+
+def encode_trust(agent: str, state: Any) -> tuple[str, bytes]:
+    return TRUST_PREFIX + agent, orjson.dumps({"type": "trust", "agent": agent, "state": state})
+
+
+class DecisionLog:
+    """guard.decisions: write-through persistence of the review store."""
+
+    def __init__(self, bootstrap: str, topic: str, producer: AIOKafkaProducer,
+                 client_kwargs: dict[str, Any] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.producer = producer
+        self.client_kwargs = client_kwargs or {}
+
+    async def ensure_topic(self, replication_factor: int = 1) -> bool:
+        """Create the compacted topic (one partition) unless it exists; True when created."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.client_kwargs)
+        await admin.start()
+        try:
+            if self.topic in set(await admin.list_topics()):
+                return False
+            try:
+                await admin.create_topics([NewTopic(self.topic, 1, replication_factor,
+                                                    topic_configs={"cleanup.policy": "compact"})])
+            except TopicAlreadyExistsError:
+                return False
+            return True
+        finally:
+            await admin.close()
+
+    async def write(self, key: str, value: bytes | None) -> None:
+        """Produce one record and wait for the broker's acknowledgement."""
+        await self.producer.send_and_wait(self.topic, key=key.encode(), value=value)
+
+    async def rebuild(self, store: ReviewStore, timeout_s: float = 60.0) -> int:
+        """Read the topic from the beginning to its current end into `store`; returns messages read."""
+        started = time.monotonic()
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                  **self.client_kwargs)
+        await reader.start()
+        try:
+            partitions = await _partitions(reader, self.topic, timeout_s)
+            if not partitions:
+                return 0
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            ends = await reader.end_offsets(tps)
+            pending = {tp for tp in tps if ends[tp] > 0}
+            count = 0
+            while pending:
+                if time.monotonic() - started > timeout_s:
+                    raise TimeoutError(f"rebuilding from {self.topic} took over {timeout_s:.0f}s")
+                batch = await reader.getmany(*pending, timeout_ms=500, max_records=5000)
+                for records in batch.values():
+                    for rec in records:
+                        store.apply_message(rec.key, rec.value)
+                        count += 1
+                for tp in list(pending):
+                    if await reader.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+            log.info("review store: rebuilt %d records from %s in %.2fs", count, self.topic,
+                     time.monotonic() - started)
+            return count
+        finally:
+            await reader.stop()
+
+
+async def _partitions(reader: AIOKafkaConsumer, topic: str, timeout_s: float) -> set[int]:
+    deadline = time.monotonic() + min(timeout_s, 5.0)
+    while True:
+        await reader.topics()  # refresh metadata
+        found = reader.partitions_for_topic(topic)
+        if found or time.monotonic() > deadline:
+            return set(found or ())
+        await asyncio.sleep(0.2)

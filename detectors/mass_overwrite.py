@@ -1,0 +1,274 @@
+"""mass_overwrite: one actor replacing (or blanking) values that were already set, in one field,
+across many records: e.g. utm_source "google" -> "enriched" on contact after contact.
+
+Rule. A change counts when the guard knew the field's prior value (`obs.priors[field]`), that
+value was non-empty, and the new value is a different non-empty value (`overwrite`) or empty
+(`blank`). Filling an empty field is enrichment and never counts; a prior the guard never saw
+(`None`) is never an overwrite (for non-humans it is counted apart as `unknown_priors`). By
+default a value the same actor set itself does not count either (`count_own_values`), nor a reformat
+("Acme" -> "ACME ", `ignore_case_and_whitespace`), nor fields in `ignore_fields` (stages and
+statuses, which move by design: stage_anomaly watches those).
+
+Per actor and field, distinct records counted in two rolling event-time windows:
+  * `window` (1h): `threshold` (5) records, `high_tier_threshold` (3) for high-tier fields;
+  * `long_window` (24h): `long_threshold` (10), `high_tier_long_threshold` (5): the slow drip that
+    stays under every velocity cap (2-3 overwrites an hour for days).
+Reaching a threshold gives a finding on that change and on every further one while it holds:
+critical for a high-tier field (pauses an agent when `pause_on_critical` and the policy pauses on
+breach), warning otherwise. Below the thresholds an agent's overwrite is an `info` finding
+(evidence on the alert once it opens). Group: the field.
+
+Benign look-alikes: imports and bulk edits (`event.bulk`) by anyone but an agent are ignored;
+humans are watched with thresholds multiplied by `human_threshold_factor` (3), warn at most, and
+are never paused; automation is not watched by default (`watch_kinds`).
+
+State key: the actor key (ACTOR stage). Entry: `{"f": {source|field: {record_key: [at, code]}},
+"u": {source|field: [window_start, n]}, "e": [recent event ids], "t": last_ms}`; records older
+than `long_window` are pruned on touch, at most `max_records_per_field` (128) records per field
+and `max_fields` (64) fields per actor (least recently touched dropped first), so an actor costs at
+most ~1 MB and typically a few KB; `compact()` drops actors idle for `retention` (7d). Redelivery:
+the last 64 event ids are remembered, and counts are of distinct records anyway.
+Cost per event: O(changed fields) dict lookups; a counted overwrite walks back over its field's
+records in the short window (the map is kept in time order; an out-of-order event re-sorts it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from detectors.base import Finding, Observation, Prior, Severity, Stage, State, finding_for
+from detectors.events import ActorKind, is_blank
+from detectors.policy import Policy, Tier
+from detectors.settings import MassOverwriteSettings
+from detectors.values import FieldPatterns, TierCache, first_seen, safe_value, same_value
+
+_AGENT = ActorKind.AGENT
+_HUMAN = ActorKind.HUMAN
+_IMPORT = ActorKind.IMPORT
+
+_OVERWRITE = 0
+_BLANK = 1
+_LABELS = {_OVERWRITE: "overwrite", _BLANK: "blank"}
+
+
+class MassOverwriteDetector:
+    """Counts overwrites and blankings of set values per actor and field (see module docstring)."""
+
+    name: ClassVar[str] = "mass_overwrite"
+    stage: ClassVar[Stage] = Stage.ACTOR
+
+    def __init__(self) -> None:
+        self._config: tuple[MassOverwriteSettings, FieldPatterns, tuple[ActorKind, ...]] | None = None
+        self._tiers = TierCache()
+
+    def _prepared(self, settings: MassOverwriteSettings) -> tuple[FieldPatterns, tuple[ActorKind, ...]]:
+        held = self._config
+        if held is None or held[0] is not settings:
+            kinds = tuple(ActorKind(k) for k in settings.watch_kinds)  # `in` on a tuple: identity checks
+            held = (settings, FieldPatterns(settings.ignore_fields), kinds)
+            self._config = held
+        return held[1], held[2]
+
+    def observe(self, obs: Observation, state: State, policy: Policy) -> list[Finding]:
+        settings = policy.detectors.mass_overwrite
+        event = obs.event
+        if not settings.enabled or event.operation != "update":
+            return []
+        kind = event.actor.kind
+        ignored, watched = self._prepared(settings)
+        if kind not in watched:
+            return []
+        human = kind is _HUMAN
+        if kind is not _AGENT and (event.bulk or kind is _IMPORT):
+            return []
+        counted: list[tuple[str, int, Prior, Any]] = []
+        unknown: list[str] = []
+        priors = obs.priors
+        for change in event.changes:
+            field = change.field
+            prior = priors.get(field)
+            if prior is None:
+                if not human and not is_blank(change.new) and not ignored.matches(field):
+                    unknown.append(field)  # humans' everyday edits would only cost state writes
+                continue
+            if is_blank(prior.value) or ignored.matches(field):
+                continue  # a fill is enrichment, not an overwrite
+            own = prior.actor_kind is kind and prior.actor_id == event.actor.id
+            if own and not settings.count_own_values:
+                continue
+            if is_blank(change.new):
+                counted.append((field, _BLANK, prior, change.new))
+            elif not same_value(change.new, prior.value, settings.ignore_case_and_whitespace):
+                counted.append((field, _OVERWRITE, prior, change.new))
+        if not counted and not unknown:
+            return []
+        key = obs.actor_key
+        entry = state.get(key)
+        if entry is None:
+            entry = {"f": {}, "u": {}, "e": {}, "t": 0}
+        if not first_seen(entry["e"], event.event_id):
+            return []
+        now = event.occurred_at
+        entry["t"] = max(entry["t"], now)
+        for field in unknown:
+            self._count_unknown(entry, f"{event.source}|{field}", now, settings)
+        findings = []
+        for field, code, prior, new in counted:
+            finding = self._count(obs, entry, field, code, prior, new, policy, settings)
+            if finding is not None:
+                findings.append(finding)
+        state[key] = entry
+        return findings
+
+    @staticmethod
+    def _count_unknown(entry: dict[str, Any], fkey: str, now: int, settings: MassOverwriteSettings) -> None:
+        held = entry["u"].get(fkey)
+        if held is None or now >= held[0] + settings.long_window:
+            if held is None and len(entry["u"]) >= settings.max_fields:
+                del entry["u"][next(iter(entry["u"]))]
+            entry["u"][fkey] = [now, 1]
+        else:
+            held[1] += 1
+
+    def _count(
+        self,
+        obs: Observation,
+        entry: dict[str, Any],
+        field: str,
+        code: int,
+        prior: Prior,
+        new: Any,
+        policy: Policy,
+        settings: MassOverwriteSettings,
+    ) -> Finding | None:
+        event = obs.event
+        now = event.occurred_at
+        fkey = f"{event.source}|{field}"
+        fields: dict[str, dict[str, list[int]]] = entry["f"]
+        records = fields.pop(fkey, None)  # re-inserted below: dict order = recency of fields
+        if records is None:
+            records = {}
+            if len(fields) >= settings.max_fields:
+                del fields[next(iter(fields))]
+        fields[fkey] = records
+        record = event.record_key
+        records.pop(record, None)
+        records[record] = [now, code]  # dict order = time order of the records' last overwrite
+        if now < entry["t"] and len(records) > 1:
+            # Out of order (rare): restore time order so in-order counting stays exact.
+            ordered = sorted(records.items(), key=lambda item: item[1][0])
+            records.clear()
+            records.update(ordered)
+        horizon = entry["t"] - settings.long_window
+        while records:
+            oldest = next(iter(records))
+            if records[oldest][0] > horizon:
+                break
+            del records[oldest]
+        while len(records) > settings.max_records_per_field:
+            del records[next(iter(records))]
+
+        tier = self._tiers.tier(policy, event.source, field)
+        high = tier is Tier.HIGH
+        kind = event.actor.kind
+        factor = settings.human_threshold_factor if kind is _HUMAN else 1.0
+        short_threshold = math.ceil((settings.high_tier_threshold if high else settings.threshold) * factor)
+        long_limit = settings.high_tier_long_threshold if high else settings.long_threshold
+        long_threshold = math.ceil(long_limit * factor)
+        if now >= entry["t"]:
+            # In order (the usual case): the map holds exactly the long window, newest last.
+            n_long = len(records)
+            n_short = 0
+            short_from = now - settings.window
+            for at, _ in reversed(records.values()):
+                if at <= short_from:
+                    break
+                n_short += 1
+        else:
+            n_short, n_long = _scan(records, now, settings)
+        if n_short >= short_threshold:
+            window, threshold, count = settings.window, short_threshold, n_short
+        elif n_long >= long_threshold:
+            window, threshold, count = settings.long_window, long_threshold, n_long
+        elif kind is _HUMAN:
+            return None  # humans' single edits are everyday work: no evidence trail
+        else:
+            window = threshold = count = 0
+        label = _LABELS[code]
+        held = entry["u"].get(fkey)
+        details: dict[str, Any] = {
+            "field": field,
+            "tier": tier.value,
+            "change": label,
+            "from": safe_value(field, prior.value),
+            "to": safe_value(field, new),
+            "prior_set_by_kind": prior.actor_kind.value,
+            "records_in_window": n_short,
+            "records_in_long_window": n_long,
+            "unknown_priors": held[1] if held else 0,
+        }
+        who = _who(obs)
+        if not window:
+            return finding_for(
+                obs,
+                self.name,
+                Severity.INFO,
+                f"{who} {'blanked' if code == _BLANK else 'overwrote'} a set value of {field}",
+                group=field,
+                details=details,
+            )
+        long_from = now - settings.long_window
+        blanks = sum(c for at, c in records.values() if long_from < at <= now)
+        severity = Severity.CRITICAL if high and kind is not _HUMAN else Severity.WARNING
+        pause = (
+            kind is _AGENT
+            and severity is Severity.CRITICAL
+            and settings.pause_on_critical
+            and policy.pauses_on_breach(event.actor.id)
+        )
+        details.update({"window_ms": window, "threshold": threshold, "count": count,
+                        "blanked_in_long_window": blanks})
+        verb = "overwrote or blanked" if blanks else "overwrote"
+        summary = (
+            f"{who} {verb} set values of {field} ({tier.value} tier) on {count} records "
+            f"within {_span(window)}" + (f", {blanks} blanked" if blanks else "")
+        )
+        return finding_for(obs, self.name, severity, summary, group=field, pause=pause, details=details)
+
+    @staticmethod
+    def compact(state: State, now_ms: int, settings: MassOverwriteSettings | None = None) -> int:
+        """Drop actors idle for `retention`; returns how many entries were dropped."""
+        retention = (settings or MassOverwriteSettings()).retention
+        stale = [k for k, v in state.items() if v["t"] < now_ms - retention]
+        for key in stale:
+            del state[key]
+        return len(stale)
+
+
+def _scan(records: dict[str, list[int]], now: int, settings: MassOverwriteSettings) -> tuple[int, int]:
+    """Exact counts for an out-of-order event: a full pass over the field's map (<= 128 records)."""
+    short_from = now - settings.window
+    long_from = now - settings.long_window
+    n_short = n_long = 0
+    for at, _ in records.values():
+        if long_from < at <= now:
+            n_long += 1
+            if at > short_from:
+                n_short += 1
+    return n_short, n_long
+
+
+def _who(obs: Observation) -> str:
+    actor = obs.event.actor
+    if actor.kind is _AGENT:
+        return f"agent {actor.id}"
+    return f"{actor.kind.value} {obs.event.source} user {actor.id}"
+
+
+def _span(ms: int) -> str:
+    if ms % 86_400_000 == 0:
+        return f"{ms // 86_400_000}d"
+    if ms % 3_600_000 == 0:
+        return f"{ms // 3_600_000}h"
+    return f"{ms // 60_000}min"

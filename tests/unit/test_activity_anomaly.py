@@ -1,0 +1,153 @@
+"""activity_anomaly: warm-up, sustained high scores, benign traffic silent, snapshot/restore."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from detectors.activity_anomaly import ActivityAnomalyDetector, window_features
+from detectors.base import Severity
+from tests.unit.helpers_events import HUMAN, T0, D, H, M, Run, agents_policy, event
+
+DAY0 = (T0 // D + 1) * D - T0  # offset of the next UTC midnight from T0
+W = 5 * M
+
+
+def benign_day(rng: random.Random, day: int, by: str = "enricher") -> list:
+    """An enrichment agent's working day, 09:00-17:00 UTC: a few fills per 5 minutes."""
+    out = []
+    for w in range(96):
+        start = DAY0 + day * D + 9 * H + w * W
+        for i in range(rng.randint(3, 20)):
+            rid = f"c{day}-{w}-{rng.randint(0, 8)}"
+            field = rng.choice(["jobtitle", "city", "industry", "website"])
+            out.append(event(rid, {field: f"v{rng.randint(0, 9)}"}, at=start + i * 10_000, by=by))
+    return out
+
+
+def burst_windows(day: int, hour: int, windows: int, by: str = "enricher") -> list:
+    """Many overwrites of a high-tier field on many records, per 5-minute window."""
+    out = []
+    for w in range(windows):
+        start = DAY0 + day * D + hour * H + w * W
+        for i in range(150):
+            out.append(event(f"b{w}-{i}", {"utm_source": "enriched"}, at=start + i * 1000, by=by))
+    return out
+
+
+def seed_priors(day: int, windows: int) -> list:
+    """Humans set the utm_source values the burst will overwrite."""
+    return [
+        event(f"b{w}-{i}", {"utm_source": "google"}, at=DAY0 + day * D + 30 * M, by="rep", kind=HUMAN)
+        for w in range(windows)
+        for i in range(150)
+    ]
+
+
+def warmed(days: int = 3) -> Run:
+    rng = random.Random(7)  # noqa: S311 - test data
+    r = Run(ActivityAnomalyDetector(), policy=agents_policy("enricher"))
+    for day in range(days):
+        r.feed(*benign_day(rng, day))
+    return r
+
+
+def test_benign_days_stay_silent_and_warm_up_counts_windows():
+    r = warmed(4)
+    assert r.of("activity_anomaly") == []
+    det: ActivityAnomalyDetector = r.detectors[0]
+    assert det._models["enricher"].learned >= 4 * 96 - 4
+
+
+def test_sustained_burst_warns_on_the_third_window():
+    r = warmed()
+    r.feed(*seed_priors(3, 3))
+    r.feed(*burst_windows(3, 10, 3))
+    assert r.of("activity_anomaly") == []  # two windows closed so far: streak 2
+    r.feed(event("late", {"city": "x"}, at=DAY0 + 3 * D + 10 * H + 3 * W))  # closes the third
+    (f,) = r.of("activity_anomaly")
+    assert f.severity is Severity.WARNING and f.pause is False and f.agent == "enricher"
+    assert f.details["streak"] == 3 and f.details["changes"] == 150
+    assert f.details["overwrite_share"] == 1.0 and f.details["high_tier_share"] == 1.0
+    assert f.record_key.startswith("hubspot/contact/b2-")
+
+
+def test_two_anomalous_windows_are_not_sustained():
+    r = warmed()
+    r.feed(*seed_priors(3, 2))
+    r.feed(*burst_windows(3, 10, 2))
+    r.feed(*benign_day(random.Random(3), 4))  # noqa: S311
+    assert r.of("activity_anomaly") == []
+
+
+def test_no_scores_during_warm_up():
+    r = Run(ActivityAnomalyDetector(), policy=agents_policy("enricher"))
+    r.feed(*seed_priors(0, 5))
+    r.feed(*burst_windows(0, 10, 5))
+    r.feed(event("late", {"city": "x"}, at=DAY0 + 11 * H))
+    assert r.of("activity_anomaly") == []
+
+
+def test_humans_are_not_modelled():
+    r = Run(ActivityAnomalyDetector(), policy=agents_policy("enricher"))
+    r.feed(*[event(str(i), {"city": "x"}, at=i * M, by="rep", kind=HUMAN) for i in range(30)])
+    assert r.states["activity_anomaly"] == {} and r.detectors[0].agents() == []
+
+
+def test_flush_closes_an_idle_window():
+    r = warmed()
+    r.feed(*seed_priors(3, 3))
+    r.feed(*burst_windows(3, 10, 3))
+    det: ActivityAnomalyDetector = r.detectors[0]
+    state = r.states["activity_anomaly"]
+    assert (
+        det.flush("enricher", T0 + DAY0 + 3 * D + 10 * H + 3 * W - 1, state, r.policy) == []
+    )  # not over yet
+    (f,) = det.flush("enricher", T0 + DAY0 + 3 * D + 10 * H + 3 * W, state, r.policy)
+    assert f.details["streak"] == 3
+    assert det.flush("enricher", T0 + DAY0 + 4 * D, state, r.policy) == []  # empty window: nothing to score
+
+
+def test_redelivery_not_counted_twice_and_state_is_json_and_bounded():
+    r = Run(ActivityAnomalyDetector(), policy=agents_policy("enricher"))
+    r.feed(*[event(f"r{i}", {f"f{i % 300}": "x"}, at=i) for i in range(3000)])
+    det: ActivityAnomalyDetector = r.detectors[0]
+    state = r.states["activity_anomaly"]
+    before = state["enricher"]["n"]
+    det.observe(r.last_obs, state, r.policy)
+    assert state["enricher"]["n"] == before == 3000
+    entry = state["enricher"]
+    assert len(entry["r"]) == 2000 and len(entry["f"]) == 256 and len(entry["e"]) == 64
+    json.dumps(state)
+    assert window_features(entry, r.policy.detectors.activity_anomaly)["distinct_records"] == 2000
+
+
+def test_snapshot_restore_gives_the_same_findings():
+    r = warmed()
+    det: ActivityAnomalyDetector = r.detectors[0]
+    blob = det.snapshot("enricher")
+    assert isinstance(blob, bytes) and det.snapshot("nobody") is None
+    twin = ActivityAnomalyDetector()
+    twin.restore("enricher", blob)
+    twin_state = json.loads(json.dumps(r.states["activity_anomaly"]))
+    tail = (
+        seed_priors(3, 3) + burst_windows(3, 10, 3) + [event("late", {"city": "x"}, at=DAY0 + 3 * D + 11 * H)]
+    )
+    r2 = Run(twin, policy=r.policy)
+    r2.states["activity_anomaly"] = twin_state
+    r2.states["record_state"] = json.loads(json.dumps(r.states["record_state"]))
+    a = [f.to_dict() for f in r.feed(*tail)]
+    b = [f.to_dict() for f in r2.feed(*tail)]
+    assert a and a == b
+
+
+def test_deterministic():
+    def go() -> list[dict]:
+        r = warmed()
+        r.feed(*seed_priors(3, 4))
+        r.feed(*burst_windows(3, 10, 4))
+        r.feed(event("late", {"city": "x"}, at=DAY0 + 3 * D + 12 * H))
+        return [f.to_dict() for f in r.findings]
+
+    first = go()
+    assert first and first == go()

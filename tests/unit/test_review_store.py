@@ -1,0 +1,129 @@
+"""The review store's index and its log encoding (app/review/store.py), without a broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from app.review.models import ReviewFilter, ReviewRecord, ReviewStatus
+from app.review.service import BadRequest, _modified, parse_proposal
+from app.review.store import ReviewStore, encode_record, encode_trust
+from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, SourceIdentity
+from detectors.gate import Proposal
+from detectors.policy import Tier
+
+T0 = 1_700_000_000_000
+DAY = 86_400_000
+
+
+def proposal(pid: str, agent: str = "enricher", fields: dict[str, Any] | None = None,
+             obj: ObjectType = ObjectType.CONTACT, at: int = T0) -> Proposal:
+    change = ChangeEvent(
+        event_id=f"e-{pid}", source="hubspot", source_event_id=pid, occurred_at=at, object_type=obj,
+        source_object_type=obj.value, record_id=f"r-{pid}", operation="update",
+        changes=tuple(FieldChange(field=k, new=v) for k, v in (fields or {"jobtitle": "CTO"}).items()),
+        actor=Actor(kind=ActorKind.AGENT, id=agent, identity=SourceIdentity(vendor="hubspot", app_id="1")),
+    )
+    return Proposal(proposal_id=pid, agent=agent, change=change, reason="r", proposed_at=at)
+
+
+def record(pid: str, status: ReviewStatus = ReviewStatus.PENDING, tier: Tier = Tier.LOW, **kw: Any) -> ReviewRecord:
+    p = proposal(pid, **kw)
+    decided = None if status is ReviewStatus.PENDING else T0 + 1000
+    return ReviewRecord(proposal=p, status=status, kind=p.kind, tier=tier, received_at=T0, decided_at=decided,
+                        decided_by=None if decided is None else "ann")
+
+
+def roundtrip(store: ReviewStore, rec: ReviewRecord) -> None:
+    key, value = encode_record(rec)
+    store.apply_message(key.encode(), value)
+
+
+def test_latest_record_per_proposal_wins() -> None:
+    store = ReviewStore()
+    roundtrip(store, record("p1"))
+    roundtrip(store, record("p1", ReviewStatus.APPROVED))
+    assert len(store.records) == 1
+    assert store.get("p1").status is ReviewStatus.APPROVED  # type: ignore[union-attr]
+    assert store.get("p1").decided_by == "ann"  # type: ignore[union-attr]
+
+
+def test_tombstones_and_trust_entries() -> None:
+    store = ReviewStore()
+    roundtrip(store, record("p1"))
+    key, value = encode_trust("enricher", {"tiers": {}, "seen": ["x"], "history": []})
+    assert key == "trust:enricher"
+    store.apply_message(key.encode(), value)
+    assert store.trust["enricher"]["seen"] == ["x"]
+    store.apply_message(b"trust:enricher", None)
+    store.apply_message(b"p1", None)
+    assert store.trust == {} and store.records == {}
+    store.apply_message(None, b"{}")  # keyless: ignored
+
+
+def test_record_survives_json_roundtrip_exactly() -> None:
+    rec = record("p9", fields={"amount": 5000, "closedate": None}, obj=ObjectType.DEAL)
+    _, value = encode_record(rec)
+    assert ReviewRecord.model_validate(orjson.loads(value)) == rec
+
+
+def test_filters_grouping_and_backlog() -> None:
+    store = ReviewStore()
+    for rec in [record("a1"), record("a2", fields={"phone": "1"}), record("b1", agent="scorer"),
+                record("a3", ReviewStatus.REJECTED), record("a4", tier=Tier.MEDIUM, fields={"lifecyclestage": "x"})]:
+        store.put(rec)
+    pending = store.pending()
+    assert [r.proposal_id for r in pending] == ["a1", "a2", "b1", "a4"]
+    assert [r.proposal_id for r in store.pending(ReviewFilter(agent="enricher", field="JOBTITLE"))] == ["a1"]
+    assert [r.proposal_id for r in store.pending(ReviewFilter(tier=Tier.MEDIUM))] == ["a4"]
+    assert [r.proposal_id for r in store.pending(ReviewFilter(kind="contact.phone"))] == ["a2"]
+    groups = store.groups(pending)
+    assert [(g["agent"], g["kind"], g["count"]) for g in groups] == [
+        ("enricher", "contact.jobtitle", 1), ("enricher", "contact.lifecyclestage", 1),
+        ("enricher", "contact.phone", 1), ("scorer", "contact.jobtitle", 1)]
+    assert store.backlog() == {"enricher": 3, "scorer": 1}
+
+
+def test_expiry_and_pruning_candidates() -> None:
+    store = ReviewStore()
+    store.put(record("old", at=T0 - 3 * DAY))
+    store.put(record("new", at=T0))
+    store.put(record("done", ReviewStatus.APPROVED))
+    assert [r.proposal_id for r in store.expiry_due(T0, 2 * DAY)] == ["old"]
+    assert store.expiry_due(T0, 4 * DAY) == []
+    assert store.prunable(T0 + 1000 + DAY, DAY) == ["done"]
+    assert store.prunable(T0 + DAY, DAY) == []
+
+
+def test_filter_emptiness() -> None:
+    assert ReviewFilter().is_empty()
+    assert ReviewFilter(status=ReviewStatus.PENDING).is_empty()
+    assert not ReviewFilter(agent="x").is_empty()
+
+
+def test_modification_rules() -> None:
+    change = proposal("m", fields={"jobtitle": "CTO", "city": "Oslo"}).change
+    assert _modified(change, None, None) is change
+    assert _modified(change, {"jobtitle": "CTO"}, None) is change  # same value: not a modification
+    changed = _modified(change, {"jobtitle": "CEO"}, None)
+    assert [(c.field, c.new) for c in changed.changes] == [("jobtitle", "CEO"), ("city", "Oslo")]
+    with pytest.raises(BadRequest, match="not proposed: email"):
+        _modified(change, {"email": "x"}, None)
+    other = change.model_copy(update={"record_id": "elsewhere"})
+    with pytest.raises(BadRequest, match="keep the proposal's record"):
+        _modified(change, None, other)
+
+
+def test_parse_proposal_errors_name_the_field_not_the_value() -> None:
+    with pytest.raises(BadRequest, match="not JSON"):
+        parse_proposal(b"{nope")
+    with pytest.raises(BadRequest, match="a proposal must be a JSON object"):
+        parse_proposal(b"[1]")
+    data = proposal("ok").model_dump(mode="json")
+    data["change"]["occurred_at"] = "secret@example.com"
+    with pytest.raises(BadRequest) as err:
+        parse_proposal(data)
+    assert "change.occurred_at" in str(err.value) and "secret@example.com" not in str(err.value)
+    assert parse_proposal(orjson.dumps(proposal("ok").model_dump(mode="json"))).proposal_id == "ok"

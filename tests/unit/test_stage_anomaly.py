@@ -1,0 +1,304 @@
+"""stage_anomaly: skips, backwards moves, closings, stale deals, moves after support, escalation."""
+
+from __future__ import annotations
+
+from detectors.base import Severity
+from detectors.events import ActorKind, ObjectType
+from detectors.pipelines_default import DEFAULT_PIPELINES, resolve
+from detectors.settings import StageAnomalySettings
+from detectors.stage_anomaly import StageAnomalyDetector, StageEscalationDetector, SupportContextDetector
+from tests.unit.helpers_events import AGENT, HUMAN, D, H, M, Run, agents_policy, event
+
+DEAL = ObjectType.DEAL
+CO = ObjectType.COMPANY
+CT = ObjectType.CONTACT
+
+
+def run(pause: bool = True, **settings) -> Run:
+    return Run(
+        StageAnomalyDetector(),
+        SupportContextDetector(),
+        StageEscalationDetector(),
+        policy=agents_policy("closer", pause=pause, stage_anomaly=settings),
+    )
+
+
+def deal(rid, stage, at, by="closer", kind=AGENT, source="hubspot", field=None, related=((CO, "42"),), **kw):
+    field = field or {"hubspot": "dealstage", "salesforce": "StageName", "pipedrive": "stage_id"}[source]
+    return event(
+        rid, {field: stage}, at=at, by=by, kind=kind, source=source, object_type=DEAL, related=related, **kw
+    )
+
+
+def reasons(r: Run, severity: str | None = None) -> list[str]:
+    return [f.group for f in r.of("stage_anomaly", severity)]
+
+
+def test_shipped_pipelines_are_the_vendor_defaults():
+    hub = DEFAULT_PIPELINES["hubspot"]["default"]
+    assert hub.stages[0] == "appointmentscheduled" and hub.won == ["closedwon"] and hub.lost == ["closedlost"]
+    sf = DEFAULT_PIPELINES["salesforce"]["default"]
+    assert sf.stages[4] == "Id. Decision Makers" and sf.won == ["Closed Won"]
+    assert DEFAULT_PIPELINES["pipedrive"]["1"].stages == ["1", "2", "3", "4", "5"]
+
+
+def test_skip_boundary_one_skipped_is_fine_two_is_a_skip():
+    r = run()
+    r.feed(deal("1", "appointmentscheduled", 0, by="rep", kind=HUMAN))
+    r.feed(deal("1", "presentationscheduled", H))  # skips qualifiedtobuy only
+    assert reasons(r) == []
+    r.feed(deal("2", "appointmentscheduled", 0, by="rep", kind=HUMAN))
+    r.feed(deal("2", "decisionmakerboughtin", H))  # skips two
+    (f,) = r.of("stage_anomaly")
+    assert f.group == "skip" and f.severity is Severity.WARNING and f.details["skipped"] == 2
+    assert f.pause is False and f.agent == "closer"
+
+
+def test_backwards_and_reopen():
+    r = run()
+    r.feed(deal("1", "contractsent", 0, by="rep", kind=HUMAN), deal("1", "qualifiedtobuy", H))
+    r.feed(deal("2", "closedlost", 0, by="rep", kind=HUMAN), deal("2", "appointmentscheduled", H))
+    assert reasons(r) == ["backwards", "backwards"]
+    assert "reopened" in r.of("stage_anomaly")[1].summary
+
+
+def test_closing_by_an_agent_but_not_by_a_human():
+    r = run()
+    r.feed(deal("1", "contractsent", 0, by="rep", kind=HUMAN), deal("1", "closedwon", H))
+    r.feed(
+        deal("2", "contractsent", 0, by="rep", kind=HUMAN), deal("2", "closedwon", H, by="rep", kind=HUMAN)
+    )
+    r.feed(
+        deal("3", "appointmentscheduled", 0, by="rep", kind=HUMAN),
+        deal("3", "closedwon", H, by="rep", kind=HUMAN),
+    )
+    assert reasons(r) == ["closing"]
+
+
+def test_salesforce_labels_and_pipedrive_ids_and_status():
+    r = run()
+    r.feed(
+        deal("006A", "Prospecting", 0, by="u1", kind=HUMAN, source="salesforce"),
+        deal("006A", "Id. Decision Makers", H, source="salesforce"),
+    )
+    assert r.of("stage_anomaly")[-1].details["skipped"] == 3
+    r.feed(deal("7", 2, 0, by="u1", kind=HUMAN, source="pipedrive"), deal("7", 1, H, source="pipedrive"))
+    assert reasons(r)[-1] == "backwards"
+    r.feed(event("7", {"status": "won"}, at=2 * H, by="closer", source="pipedrive", object_type=DEAL))
+    assert reasons(r)[-1] == "closing"
+    assert r.of("stage_anomaly")[-1].details["to"] == "won"
+
+
+def test_policy_pipelines_override_and_unknown_stages_are_not_judged():
+    custom = {
+        "hubspot": {"renewals": {"stages": ["r1", "r2", "r3", "r4"], "won": ["renewed"], "lost": ["churned"]}}
+    }
+    r = run(pipelines=custom)
+    r.feed(event("1", {"pipeline": "renewals", "dealstage": "r1"}, by="rep", kind=HUMAN, object_type=DEAL))
+    r.feed(deal("1", "r4", H))
+    assert reasons(r) == ["skip"] and r.of("stage_anomaly")[0].details["pipeline"] == "renewals"
+    r.feed(deal("2", "12345", 0, by="rep", kind=HUMAN), deal("2", "67890", H))
+    assert reasons(r) == ["skip"]
+    settings = StageAnomalySettings.model_validate(
+        {"pipelines": {"pipedrive": {"9": {"stages": [40, 41, 42]}}}}
+    )
+    assert resolve(settings, "pipedrive", None, "40", "42").pipeline == "9"
+
+
+def test_owner_inactive_boundary_and_first_sight():
+    r = run()
+    r.feed(deal("1", "appointmentscheduled", 0, by="rep", kind=HUMAN))
+    r.feed(deal("1", "qualifiedtobuy", 14 * D))  # exactly 14 days: not more than
+    assert reasons(r) == []
+    r.feed(deal("2", "appointmentscheduled", 0, by="rep", kind=HUMAN))
+    r.feed(deal("2", "qualifiedtobuy", 14 * D + 1))
+    (f,) = r.of("stage_anomaly")
+    assert f.group == "owner_inactive" and f.severity is Severity.INFO
+    r.feed(deal("3", "qualifiedtobuy", 30 * D))  # first time the guard sees the deal: unknown
+    assert len(r.of("stage_anomaly")) == 1
+
+
+def test_moves_after_support_with_no_sales_activity():
+    r = run()
+    r.feed(
+        event(
+            "t1",
+            {"subject": "Login broken"},
+            at=0,
+            by="portal",
+            kind=ActorKind.INTEGRATION,
+            object_type=ObjectType.TICKET,
+            operation="create",
+            related=[(CO, "42")],
+        )
+    )
+    r.feed(deal("1", "appointmentscheduled", 0, by="rep", kind=HUMAN, related=[(CO, "42")]))
+    assert r.states["stage_support_context"]["hubspot/company/42"]["h"] == 0  # a deal edit is not sales
+    r2 = run()
+    r2.feed(deal("1", "appointmentscheduled", -D, by="rep", kind=HUMAN, related=[(CO, "42")]))
+    r2.feed(
+        event(
+            "t1",
+            {"subject": "Login broken"},
+            at=0,
+            by="portal",
+            kind=ActorKind.INTEGRATION,
+            object_type=ObjectType.TICKET,
+            operation="create",
+            related=[(CO, "42")],
+        )
+    )
+    r2.feed(deal("1", "qualifiedtobuy", 2 * H, related=[(CO, "42")]))
+    (f,) = r2.of("stage_anomaly")
+    assert f.group == "after_support" and f.severity is Severity.WARNING
+    assert f.details["account"] == "hubspot/company/42" and f.details["minutes_after_support"] == 120
+
+
+def test_support_email_marker_on_the_contact_and_sales_activity_clears_it():
+    r = run()
+    r.feed(deal("1", "appointmentscheduled", -2 * D, by="rep", kind=HUMAN, related=[(CT, "5")]))
+    r.feed(
+        event(
+            "e1",
+            {"hs_email_to_email": "support@vendor.example", "hs_email_direction": "INCOMING_EMAIL"},
+            at=0,
+            by="mailbox",
+            kind=ActorKind.AUTOMATION,
+            object_type=ObjectType.ACTIVITY,
+            operation="create",
+            related=[(CT, "5")],
+        )
+    )
+    r.feed(deal("1", "qualifiedtobuy", H, related=[(CT, "5")]))
+    assert reasons(r) == ["after_support"]
+    assert "support@" not in repr([f.to_dict() for f in r.findings])
+    r.feed(
+        event(
+            "c1",
+            {"hs_call_title": "Discovery call"},
+            at=2 * H,
+            by="rep",
+            kind=HUMAN,
+            object_type=ObjectType.ACTIVITY,
+            operation="create",
+            related=[(CT, "5")],
+        )
+    )
+    r.feed(deal("1", "presentationscheduled", 3 * H, related=[(CT, "5")]))
+    assert reasons(r) == ["after_support"]
+
+
+def test_support_window_edge():
+    r = run()
+    r.feed(deal("1", "appointmentscheduled", -20 * D, by="rep", kind=HUMAN))
+    r.feed(
+        event(
+            "t1",
+            {"subject": "x"},
+            at=0,
+            by="portal",
+            kind=ActorKind.INTEGRATION,
+            object_type=ObjectType.TICKET,
+            operation="create",
+            related=[(CO, "42")],
+        )
+    )
+    r.feed(deal("1", "qualifiedtobuy", 7 * D))  # exactly the window: support has left (t-7d, t]
+    assert "after_support" not in reasons(r)
+    r.feed(deal("1", "presentationscheduled", 7 * D - 1 + 2, related=[(CO, "42")]))
+    assert "after_support" not in reasons(r)
+    r2 = run()
+    r2.feed(deal("1", "appointmentscheduled", -20 * D, by="rep", kind=HUMAN))
+    r2.feed(
+        event(
+            "t1",
+            {"subject": "x"},
+            at=0,
+            by="portal",
+            kind=ActorKind.INTEGRATION,
+            object_type=ObjectType.TICKET,
+            operation="create",
+            related=[(CO, "42")],
+        )
+    )
+    r2.feed(deal("1", "qualifiedtobuy", 7 * D - 1))
+    assert "after_support" in reasons(r2)
+
+
+def test_escalation_to_critical_and_pause_after_three_deals():
+    r = run()
+    for i in range(3):
+        r.feed(
+            deal(str(i), "contractsent", 0, by="rep", kind=HUMAN), deal(str(i), "appointmentscheduled", H + i)
+        )
+    crit = r.of("stage_anomaly", "critical")
+    assert len(crit) == 1 and crit[0].group == "repeated" and crit[0].pause is True
+    assert crit[0].details["deals"] == 3
+    # the same deal again adds no new escalation
+    r.feed(deal("0", "contractsent", 2 * H))
+    assert len(r.of("stage_anomaly", "critical")) == 1
+    quiet = run(pause=False)
+    for i in range(3):
+        quiet.feed(
+            deal(str(i), "contractsent", 0, by="rep", kind=HUMAN), deal(str(i), "appointmentscheduled", H + i)
+        )
+    assert quiet.of("stage_anomaly", "critical")[0].pause is False
+
+
+def test_escalation_window_and_info_findings_do_not_count():
+    r = run()
+    for i in range(3):
+        r.feed(
+            deal(str(i), "contractsent", 0, by="rep", kind=HUMAN),
+            deal(str(i), "appointmentscheduled", H + i * 12 * H),
+        )
+    assert r.of("stage_anomaly", "critical") == []
+    r2 = run()
+    for i in range(5):  # owner_inactive alone is info: never escalates
+        r2.feed(
+            deal(str(i), "appointmentscheduled", 0, by="rep", kind=HUMAN),
+            deal(str(i), "qualifiedtobuy", 20 * D + i),
+        )
+    assert reasons(r2) == ["owner_inactive"] * 5 and r2.of("stage_anomaly", "critical") == []
+
+
+def test_humans_and_automation_never_flagged():
+    r = run()
+    r.feed(deal("1", "appointmentscheduled", 0, by="rep", kind=HUMAN))
+    r.feed(deal("1", "contractsent", 30 * D, by="rep", kind=HUMAN))
+    r.feed(deal("1", "appointmentscheduled", 31 * D, by="wf", kind=ActorKind.AUTOMATION))
+    assert r.findings == []
+
+
+def test_state_bounded_and_deterministic():
+    def go() -> tuple[list[dict], Run]:
+        r = run()
+        r.feed(
+            *[
+                event(
+                    f"t{c}",
+                    {"subject": "x"},
+                    by="portal",
+                    kind=ActorKind.INTEGRATION,
+                    at=c,
+                    object_type=ObjectType.TICKET,
+                    related=[(CO, str(c))],
+                )
+                for c in range(7)
+            ]
+        )
+        for i in range(200):
+            r.feed(
+                deal(str(i), "appointmentscheduled", i * M, by="rep", kind=HUMAN, related=[(CO, str(i % 7))])
+            )
+            r.feed(deal(str(i), "contractsent", D + i * M, related=[(CO, str(i % 7))]))
+        return [f.to_dict() for f in r.findings], r
+
+    a, r = go()
+    assert a == go()[0]
+    assert len(r.states["stage_anomaly"]) == 200 and len(r.states["stage_support_context"]) == 7
+    esc = r.states["stage_anomaly_escalation"]["closer"]["r"]
+    assert len(esc) <= 64
+    later = r.last_obs.event.occurred_at + 91 * D
+    assert StageAnomalyDetector.compact(r.states["stage_anomaly"], later) == 200
+    assert SupportContextDetector.compact(r.states["stage_support_context"], later) == 7
