@@ -23,6 +23,10 @@ case "$cmd" in
   fetch) fetch ;;
   start)
     fetch
+    if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+      echo "port $port is already in use: stop that broker first (deploy/kafka/kafka.sh stop) or pick another port" >&2
+      exit 1
+    fi
     rm -rf "$work" && mkdir -p "$work/data"
     cat > "$work/server.properties" <<PROPS
 process.roles=broker,controller
