@@ -27,14 +27,14 @@ kafka-start:
 	deploy/kafka/kafka.sh start $(KAFKA_PORT)
 
 kafka-stop:
-	deploy/kafka/kafka.sh stop
+	deploy/kafka/kafka.sh stop $(KAFKA_PORT)
 
 test: install-test-tools
 	@deploy/kafka/kafka.sh start $(KAFKA_PORT)
 	@status=0; \
 	  CRM_GUARD_TEST_BOOTSTRAP=127.0.0.1:$(KAFKA_PORT) CRM_GUARD_TEST_BROKER_KIND=apache \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests || status=$$?; \
-	  deploy/kafka/kafka.sh stop; exit $$status
+	  deploy/kafka/kafka.sh stop $(KAFKA_PORT); exit $$status
 
 demo-data:
 	$(PYTHON) scripts/make_demo.py

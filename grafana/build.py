@@ -328,7 +328,8 @@ def pipeline() -> dict[str, Any]:
               f"(rate(crm_guard_alert_latency_seconds_bucket[{RATE}])))", "s", decimals=2,
               steps=((None, GREEN), (1, YELLOW), (60, RED))), 4, 4),
         (stat("Failed alert deliveries (1h)",
-              'sum(increase(crm_guard_alert_deliveries_total{outcome!="ok"}[1h])) or vector(0)', decimals=0,
+              # outcome `failed`: the delivery gave up (retries exhausted or a 4xx); `sent` is success
+              'sum(increase(crm_guard_alert_deliveries_total{outcome="failed"}[1h])) or vector(0)', decimals=0,
               steps=((None, GREEN), (1, RED))), 4, 4),
 
         (row("Throughput"), 24, 1),

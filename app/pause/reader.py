@@ -12,12 +12,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from app.runtime.kafka_client import topic_partitions
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """The topic's partitions (empty when the topic does not exist)."""
-    await consumer.topics()  # refreshes metadata for every topic
-    parts = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(parts)]
+__all__ = ["caught_up", "read_to_end", "topic_partitions"]
 
 
 async def caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from app.review.models import ReviewFilter, ReviewRecord, ReviewStatus
+from app.runtime.kafka_client import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,7 @@ class DecisionLog:
 async def _partitions(reader: AIOKafkaConsumer, topic: str, timeout_s: float) -> set[int]:
     deadline = time.monotonic() + min(timeout_s, 5.0)
     while True:
-        await reader.topics()  # refresh metadata
-        found = reader.partitions_for_topic(topic)
+        found = {tp.partition for tp in await topic_partitions(reader, topic)}
         if found or time.monotonic() > deadline:
-            return set(found or ())
+            return found
         await asyncio.sleep(0.2)

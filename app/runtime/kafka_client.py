@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
 from app.config import Settings
@@ -36,3 +36,15 @@ def make_producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:
         compression_type=None,
         **client_kwargs(settings),
     )
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions (empty when the topic does not exist).
+
+    `consumer.topics()` fills a separate metadata object, not the one `partitions_for_topic`
+    reads (on Apache Kafka that one only tracks subscribed topics), so ask for all metadata and
+    read the partitions from it.
+    """
+    metadata = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - no public equivalent
+    parts = metadata.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(parts)]

@@ -243,4 +243,8 @@ class BatchStage(Service):
         ]
         emit.send(self.deadletter_topic, record.key, record.value, headers)
         if self.metrics is not None:
-            self.metrics.deadletter(record.topic, reason)
+            self.metrics.deadletter(self.source_label(record), reason)
+
+    def source_label(self, record: ConsumerRecord) -> str:
+        """The bounded `source` label of a dead letter: the stage (the ingest stage: the vendor)."""
+        return self.name

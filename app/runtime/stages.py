@@ -63,6 +63,9 @@ class IngestStage(BatchStage):
         self.changes_topic = changes_topic
         self.max_payload_bytes = max_payload_bytes
 
+    def source_label(self, record: ConsumerRecord) -> str:
+        return self.vendor_of.get(record.topic, "unknown")
+
     def handle(self, record: ConsumerRecord, state: PartitionState | None, emit: Emit) -> None:
         source = self.vendor_of.get(record.topic, "auto")
         if record.value is None:

@@ -174,6 +174,8 @@ class GuardRuntime(Service):
         for agent in self.policy.agents:
             label = self.metrics.agent_label(agent)
             self.metrics.paused.labels(label).set(1 if agent in self.board.paused else 0)
+            for cap, count in self.velocity_counts(agent, None).items():  # as of its latest change
+                self.metrics.velocity.labels(label, cap).set(count)
 
     def on_pause_state(self, payload: Any) -> None:
         """A verified message on guard.pause: a resume lets the agent be paused again."""
@@ -204,13 +206,16 @@ class GuardRuntime(Service):
                 return UNKNOWN if held is None else held[0]
         return UNKNOWN
 
-    def velocity_counts(self, agent: str, at_ms: int) -> dict[str, int]:
-        """Distinct records per cap in the window ending at_ms (for the proposal gate)."""
+    def velocity_counts(self, agent: str, at_ms: int | None) -> dict[str, int]:
+        """Distinct records per cap in the window ending at_ms (event time; None: the agent's
+        latest change), for the proposal gate and the velocity gauge."""
         from detectors.velocity_cap import VelocityCapDetector
 
         for state in self.stages[3].partitions.values() if len(self.stages) > 3 else ():
             caps = state["velocity_cap"].data
             if agent in caps:
+                if at_ms is None:
+                    at_ms = max((t for window in caps[agent].values() for t in window.values()), default=0)
                 return VelocityCapDetector.current_counts(agent, caps, self.policy, at_ms)
         return {}
 

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from app.runtime.kafka_client import topic_partitions
 from app.timeline.store import TimelineDecision, TimelineEntry, TimelineStore, entries_from_event
 from detectors.base import Finding, Prior
 from detectors.events import ChangeEvent
@@ -268,9 +269,7 @@ def _chunks(items: dict[str, list[dict[str, Any]]]) -> Iterable[dict[str, list[d
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # refresh metadata
-    ids = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(ids)]
+    return await topic_partitions(consumer, topic)
 
 
 def _apply(store: TimelineStore, value: bytes | None, tp: TopicPartition, offset: int) -> None:

@@ -2,14 +2,14 @@
 # Apache Kafka 4.x, single node, KRaft mode, from jars that Maven resolves (deploy/kafka/pom.xml).
 #   deploy/kafka/kafka.sh fetch          resolve the jars into deploy/kafka/lib (needs Maven Central)
 #   deploy/kafka/kafka.sh start [PORT]   format a fresh log dir and start the broker in the background
-#   deploy/kafka/kafka.sh stop           stop it
+#   deploy/kafka/kafka.sh stop [PORT]    stop it
 # The broker listens on 127.0.0.1:PORT (default 39092); its data and log are under $KAFKA_WORK
-# (default /tmp/crm-guard-kafka).
+# (default /tmp/crm-guard-kafka-PORT, so brokers on different ports never share a directory).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-work=${KAFKA_WORK:-/tmp/crm-guard-kafka}
 cmd=${1:-start}
 port=${2:-39092}
+work=${KAFKA_WORK:-/tmp/crm-guard-kafka-$port}
 ctrl=$((port + 1))
 
 fetch() {

@@ -9,6 +9,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.config import Settings, Topics
+from app.runtime.kafka_client import topic_partitions
 from app.policy_file import parse_policy
 from detectors.policy import Policy
 
@@ -71,13 +72,12 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 2.0) -> list
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = {tp.partition for tp in await topic_partitions(consumer, topic)}
         for _ in range(20):
             if partitions:
                 break
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic
-            partitions = consumer.partitions_for_topic(topic)
             await asyncio.sleep(0.1)
+            partitions = {tp.partition for tp in await topic_partitions(consumer, topic)}
         if not partitions:
             return []
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]

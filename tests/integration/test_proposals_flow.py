@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
+from app.runtime.kafka_client import topic_partitions
 from app.config import Settings, Topics
 from app.review.consumer import ReviewServices
 from app.review.models import ReviewFilter, ReviewRecord, ReviewStatus
@@ -90,8 +91,7 @@ async def read_topic(settings: Settings, topic: str, done: Callable[[list[tuple[
         deadline = time.monotonic() + timeout
         partitions: set[int] | None = None
         while not partitions and time.monotonic() < deadline:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
+            partitions = {tp.partition for tp in await topic_partitions(consumer, topic)}
             if not partitions:
                 await asyncio.sleep(0.2)
         tps = [TopicPartition(topic, p) for p in sorted(partitions or ())]
