@@ -5,7 +5,7 @@
 * `public` prints the key id and public key of the guard's current signing key (configured, or
   the local demo key in the state dir): what agents must trust.
 * `resign [--by NAME]` re-signs every agent's latest pause state with the current key (step 4 of a
-  rotation, see docs/sections/alerts_and_pause.md).
+  rotation, see docs/alerts-and-pause.md).
 """
 
 from __future__ import annotations

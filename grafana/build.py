@@ -5,7 +5,7 @@
 
 Plain dicts, no grafanalib/grafana-foundation-sdk: the dashboards use five panel types, a helper
 per type keeps each panel to one readable line, and there is no dependency whose schema version
-lags Grafana's. Metric names are those of app/metrics.py (docs/sections/observability.md lists them).
+lags Grafana's. Metric names are those of app/metrics.py (docs/observability.md lists them).
 Every panel reads the `datasource` variable, so the JSON imports into any Grafana (10 or later)
 with any Prometheus data source, and provisioning (grafana/provisioning) loads it as is.
 """

@@ -26,9 +26,11 @@ from app.runtime.topics import changelog_topic, ensure_topics
 from detectors.alerts import Alert, PauseDecision
 from detectors.attribution import Attributor
 from detectors.base import Finding
-from detectors.pipeline import ALERTS_STATE, ActorStage, LinkStage, RecordStage
+from app.review.service import UNKNOWN
+from detectors.pipeline import ALERTS_STATE, RECORD_STATE, ActorStage, LinkStage, RecordStage
 from detectors.policy import Policy
 from detectors.registry import default_detectors
+from detectors.velocity_cap import VelocityCapDetector
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +198,6 @@ class GuardRuntime(Service):
 
     def current_value(self, record_key: str, field: str) -> Any:
         """The record state's last known value of a field, when this worker holds the record."""
-        from app.review.service import UNKNOWN
-        from detectors.pipeline import RECORD_STATE
-
         for state in self.stages[1].partitions.values() if len(self.stages) > 1 else ():
             entry = state[RECORD_STATE].data.get(record_key)
             if entry is not None:
@@ -209,8 +208,6 @@ class GuardRuntime(Service):
     def velocity_counts(self, agent: str, at_ms: int | None) -> dict[str, int]:
         """Distinct records per cap in the window ending at_ms (event time; None: the agent's
         latest change), for the proposal gate and the velocity gauge."""
-        from detectors.velocity_cap import VelocityCapDetector
-
         for state in self.stages[3].partitions.values() if len(self.stages) > 3 else ():
             caps = state["velocity_cap"].data
             if agent in caps:

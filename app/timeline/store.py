@@ -10,7 +10,7 @@ Indexes (in memory, rebuilt on start from the guard.timeline topic, see app/time
 * by record: entries sorted by (occurred_at, event_id, field), plus attachments;
 * by agent: the records each agent changed, so an agent's timeline spans records.
 
-Retention (documented in docs/sections/observability.md):
+Retention (documented in docs/observability.md):
 * at most `max_entries_per_record` entries per record (default 500): the oldest are dropped first;
 * entries older than `retention_ms` (default 90 days) before the newest event time seen are
   dropped (event time, so a replay of old history is not emptied by the wall clock);

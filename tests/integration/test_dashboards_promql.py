@@ -58,7 +58,7 @@ from tests.integration.helpers_incident import (  # noqa: E402
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-DOC = ROOT / "docs" / "sections" / "observability.md"
+DOC = ROOT / "docs" / "observability.md"
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "crm-guard.rules.yml"
 GRAFANA_VALUES = {"agent": AGENT, "__rate_interval": "1m", "__interval": "1m"}
 
@@ -76,7 +76,7 @@ def need(tool: str) -> str:
 
 
 def documented_metrics() -> set[str]:
-    """Metric names in the reference table of docs/sections/observability.md (first column, `crm_guard_*`)."""
+    """Metric names in the reference table of docs/observability.md (first column, `crm_guard_*`)."""
     names = set()
     for line in DOC.read_text().splitlines():
         match = re.match(r"^\|\s*`(crm_guard_[a-z0-9_]+)`", line)
