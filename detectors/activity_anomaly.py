@@ -7,9 +7,22 @@ agent re-writing its own values is upkeep), share of high-tier fields, and the h
 day (sin/cos, UTC). A window closes when the agent's first event of a later window arrives (or on
 `flush`); a closed, non-empty window is scored by the agent's own model and then learned. After a
 warm-up of max(`warmup_windows`, `window_size`) windows (100; before that HalfSpaceTrees has no
-reference mass), a score >= `threshold` (0.85) is anomalous, and `consecutive` (3) anomalous
-windows in a row (adjacent in time) give a warning `activity_anomaly`, repeated for every further
-anomalous window of the streak. Statistical: warns, never pauses. Only agents are modelled.
+reference mass), a window is anomalous when its score is >= `threshold` (0.85) and its mix of
+work changed too (`require_composition_change`, below), and `consecutive` (3) anomalous windows in
+a row (adjacent in time) give a warning `activity_anomaly`, repeated for every further anomalous
+window of the streak. Statistical: warns, never pauses. Only agents are modelled.
+
+Why the mix must change too: volume alone is what the velocity caps judge, and an agent working
+a weekly import backlog flat out at its cap (around the clock, at four times its usual volume)
+scores as unusual on volume and hour for hours. An anomalous window must also raise the agent's
+overwrite share or high-tier share by at least `composition_margin` (0.25) over its usual shares,
+each share taken at the lower bound of its Wilson interval (`composition_z` 1.64), so a window of
+one or two changes cannot look shifted by chance (one overwrite out of one change counts as
+0.27). The usual shares are a running mean, then an EWMA (`composition_alpha` 0.02 per window),
+learned only from windows that are not anomalous, so a long fault does not become the usual mix.
+Measured on the benchmark (bench/detection_quality.py, seeds 1-5): the backlog warnings on
+enrich-agent and the odd one-change windows on scoring-agent went, and no fault detection relied
+on them.
 
 Why fixed scaling instead of a MinMaxScaler in front of the trees: counts are log-scaled against
 fixed maxima (`count_scale` 2000, `field_scale` 200) and shares are already in [0, 1]. Measured on
@@ -20,7 +33,8 @@ windows scored 0.87-0.92 (25 trees, height 8, window_size 100).
 
 State key: the agent (ACTOR stage); the window's aggregates live in State:
 `{"w": start, "n": changes, "r": {record: 1}, "f": {field: 1}, "ow": n, "hi": n, "k": streak,
-"pw": previous window start, "le"/"lt"/"lr"/"lo": last event of the window, "e": recent ids}`,
+"pw": previous window start, "le"/"lt"/"lr"/"lo": last event of the window, "e": recent ids,
+"cb": [usual overwrite share, usual high-tier share, windows learned] (carried across windows)}`,
 records capped at `max_records_tracked` (2000) and fields at `max_fields_tracked` (256) (the
 counts saturate there; the features are log-scaled anyway). Redelivery: last 64 event ids.
 The river model is not JSON: it is held in this object per agent, and `snapshot(agent)` /
@@ -122,7 +136,7 @@ class ActivityAnomalyDetector:
             entry = _fresh(now // size * size, None, 0)
         elif now >= entry["w"] + size:
             findings = self._close(agent, entry, policy, settings)
-            entry = _fresh(now // size * size, entry["pw"], entry["k"], entry["e"])
+            entry = _fresh(now // size * size, entry["pw"], entry["k"], entry["e"], entry.get("cb"))
         if not first_seen(entry["e"], event.event_id):
             state[agent] = entry
             return findings
@@ -159,7 +173,7 @@ class ActivityAnomalyDetector:
             return []
         findings = self._close(agent, entry, policy, settings)
         state[agent] = _fresh(
-            now_ms // settings.window * settings.window, entry["pw"], entry["k"], entry["e"]
+            now_ms // settings.window * settings.window, entry["pw"], entry["k"], entry["e"], entry.get("cb")
         )
         return findings
 
@@ -178,7 +192,15 @@ class ActivityAnomalyDetector:
         model.learned += 1
         adjacent = entry["pw"] is not None and entry["w"] - entry["pw"] == settings.window
         entry["pw"] = entry["w"]
-        if score is None or score < settings.threshold:
+        usual = entry.get("cb")
+        shifted = composition_shift(entry["ow"], entry["hi"], entry["n"], usual, settings.composition_z)
+        if (
+            score is None
+            or score < settings.threshold
+            or (settings.require_composition_change and shifted < settings.composition_margin)
+        ):
+            # an ordinary window (or volume alone, which is the velocity caps' job): learn its mix
+            entry["cb"] = _learn_composition(usual, raw, settings.composition_alpha)
             entry["k"] = 0
             return []
         entry["k"] = entry["k"] + 1 if adjacent else 1
@@ -206,6 +228,9 @@ class ActivityAnomalyDetector:
                     **raw,
                     "score": round(score, 4),
                     "threshold": settings.threshold,
+                    "composition_shift": round(shifted, 4),
+                    "usual_overwrite_share": round(usual[0], 4) if usual else None,
+                    "usual_high_tier_share": round(usual[1], 4) if usual else None,
                     "streak": entry["k"],
                     "window_start": entry["w"],
                     "window_ms": settings.window,
@@ -214,10 +239,54 @@ class ActivityAnomalyDetector:
         ]
 
 
+def composition_shift(
+    overwrites: int, high_tier: int, changes: int, usual: list[float] | None, z: float = 1.64
+) -> float:
+    """How far the window's mix of work is above the agent's usual: the larger rise of its
+    overwrite share or its high-tier share over their means, each share taken at its Wilson lower
+    bound (`z`), so a window of one or two changes cannot look shifted by chance alone (one
+    overwrite out of one change: 0.27). 1.0 with no history yet: nothing is usual then."""
+    if not usual:
+        return 1.0
+    return max(
+        wilson_lower(overwrites, changes, z) - usual[0],
+        wilson_lower(high_tier, changes, z) - usual[1],
+    )
+
+
+def wilson_lower(hits: int, n: int, z: float) -> float:
+    """Lower bound of the Wilson score interval of a proportion (0 for an empty sample)."""
+    if n <= 0:
+        return 0.0
+    p = min(1.0, hits / n)
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z2 / n))
+
+
+def _learn_composition(usual: list[float] | None, raw: dict[str, Any], alpha: float) -> list[float]:
+    """Means of the two shares over ordinary windows: a running mean, then an EWMA (`alpha`)."""
+    if not usual:
+        return [raw["overwrite_share"], raw["high_tier_share"], 1]
+    n = int(usual[2]) + 1
+    rate = max(alpha, 1.0 / n)
+    return [
+        round(usual[0] + rate * (raw["overwrite_share"] - usual[0]), 6),
+        round(usual[1] + rate * (raw["high_tier_share"] - usual[1]), 6),
+        min(n, 1_000_000),
+    ]
+
+
 def _fresh(
-    start: int, previous: int | None, streak: int, recent: dict[str, int] | None = None
+    start: int,
+    previous: int | None,
+    streak: int,
+    recent: dict[str, int] | None = None,
+    usual: list[float] | None = None,
 ) -> dict[str, Any]:
     return {
+        "cb": usual,
         "w": start,
         "n": 0,
         "r": {},

@@ -23,8 +23,13 @@ one sha256 per identity, ~20 us per phone number parsed.
 `DuplicateSpikeDetector` (ACTOR, `duplicate_spike`, on_finding). Per actor key, the times of its
 `duplicate_created` findings in a rolling `window` (24h) and an EWMA baseline of its daily count
 (`baseline_alpha` 0.1 per day, starting at 0, decayed over idle days). Warning `duplicate_spike`
-when the count in the window >= max(`min_count` (3), `k` (3) x baseline scaled to the window), on
-that finding and every further one while it holds. Statistical: never pauses.
+when the count in the window >= min(max(`min_count` (3), `k` (3) x baseline scaled to the window),
+max(`min_count`, `ceiling_count` (10))), on that finding and every further one while it holds.
+Statistical: never pauses.
+The baseline must not learn a fault as normal: a day's count enters it at most at the threshold in
+force that day (a burst of 30 duplicates teaches what 3 would), so the agent's next burst, on any
+vendor, still warns at the third duplicate; and the ceiling caps what any history can excuse. A
+genuinely higher normal is still learned, one threshold at a time (6 a day: silent after ~10 days).
 State: `{"w": [times], "b": baseline, "d": day, "n": count that day, "e": recent event ids}`,
 `w` capped at `max_times` (256). Cost: O(1) per duplicate finding; nothing per ordinary event.
 """
@@ -225,7 +230,8 @@ class DuplicateSpikeDetector:
             return []  # several identities of one event, or a redelivery: one creation
         if day > entry["d"]:
             alpha = settings.baseline_alpha
-            baseline = alpha * entry["n"] + (1 - alpha) * entry["b"]
+            learned = min(float(entry["n"]), _threshold(entry["b"], settings) * DAY_MS / settings.window)
+            baseline = alpha * learned + (1 - alpha) * entry["b"]
             idle_days = min(day - entry["d"] - 1, 3650)
             entry["b"] = baseline * (1 - alpha) ** idle_days
             entry["d"] = day
@@ -241,7 +247,7 @@ class DuplicateSpikeDetector:
             del times[: len(times) - settings.max_times]
         count = len(times)
         expected = entry["b"] * settings.window / DAY_MS
-        threshold = max(float(settings.min_count), settings.k * expected)
+        threshold = _threshold(entry["b"], settings)
         state[key] = entry
         if count < threshold:
             return []
@@ -264,3 +270,11 @@ class DuplicateSpikeDetector:
                 },
             )
         ]
+
+
+def _threshold(baseline_per_day: float, settings: DuplicateSpikeSettings) -> float:
+    """Duplicates in one window that make a spike: k x the baseline, floored at `min_count` and
+    capped at `ceiling_count` (never below the floor)."""
+    expected = baseline_per_day * settings.window / DAY_MS
+    floor = float(settings.min_count)
+    return min(max(floor, settings.k * expected), max(floor, float(settings.ceiling_count)))

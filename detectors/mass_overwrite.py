@@ -1,5 +1,6 @@
-"""mass_overwrite: one actor replacing (or blanking) values that were already set, in one field,
-across many records: e.g. utm_source "google" -> "enriched" on contact after contact.
+"""mass_overwrite: one actor replacing values that were already set, in one field, across many
+records (utm_source "google" -> "enriched" on contact after contact), or blanking set values of
+whatever fields across many records (job titles and phone numbers emptied).
 
 Rule. A change counts when the guard knew the field's prior value (`obs.priors[field]`), that
 value was non-empty, and the new value is a different non-empty value (`overwrite`) or empty
@@ -9,26 +10,32 @@ default a value the same actor set itself does not count either (`count_own_valu
 ("Acme" -> "ACME ", `ignore_case_and_whitespace`), nor fields in `ignore_fields` (stages and
 statuses, which move by design: stage_anomaly watches those).
 
-Per actor and field, distinct records counted in two rolling event-time windows:
-  * `window` (1h): `threshold` (5) records, `high_tier_threshold` (3) for high-tier fields;
-  * `long_window` (24h): `long_threshold` (10), `high_tier_long_threshold` (5): the slow drip that
-    stays under every velocity cap (2-3 overwrites an hour for days).
+Distinct records counted in two rolling event-time windows, per actor and:
+  * for overwrites, per field (group: the field): `window` (1h) `threshold` (5) records,
+    `high_tier_threshold` (3) for high-tier fields; `long_window` (24h) `long_threshold` (10),
+    `high_tier_long_threshold` (5): the slow drip under every velocity cap (2-3 an hour for days);
+  * for blanking, across fields (group `blanking`): emptying job titles on some records and phone
+    numbers on others is one behaviour, so counted apart per field it would take twice as many
+    records to show. `blank_threshold` (3) records in `window`, `blank_long_threshold` (5) in
+    `long_window` (the lower of these and the high-tier thresholds when a high-tier field is
+    blanked). One event blanking several fields of a record counts that record once.
 Reaching a threshold gives a finding on that change and on every further one while it holds:
 critical for a high-tier field (pauses an agent when `pause_on_critical` and the policy pauses on
-breach), warning otherwise. Below the thresholds an agent's overwrite is an `info` finding
-(evidence on the alert once it opens). Group: the field.
+breach), warning otherwise. Below the thresholds an agent's overwrite or blank is an `info`
+finding (evidence on the alert once it opens).
 
 Benign look-alikes: imports and bulk edits (`event.bulk`) by anyone but an agent are ignored;
 humans are watched with thresholds multiplied by `human_threshold_factor` (3), warn at most, and
 are never paused; automation is not watched by default (`watch_kinds`).
 
-State key: the actor key (ACTOR stage). Entry: `{"f": {source|field: {record_key: [at, code]}},
-"u": {source|field: [window_start, n]}, "e": [recent event ids], "t": last_ms}`; records older
-than `long_window` are pruned on touch, at most `max_records_per_field` (128) records per field
-and `max_fields` (64) fields per actor (least recently touched dropped first), so an actor costs at
-most ~1 MB and typically a few KB; `compact()` drops actors idle for `retention` (7d). Redelivery:
-the last 64 event ids are remembered, and counts are of distinct records anyway.
-Cost per event: O(changed fields) dict lookups; a counted overwrite walks back over its field's
+State key: the actor key (ACTOR stage). Entry: `{"f": {source|field: {record_key: [at, code]},
+source|*blanking: {record_key: [at, 1, [fields]]}}, "u": {source|field: [window_start, n]},
+"e": [recent event ids], "t": last_ms}`; records older than `long_window` are pruned on touch, at
+most `max_records_per_field` (128) records per group and `max_fields` (64) groups per actor (least
+recently touched dropped first), so an actor costs at most ~1 MB and typically a few KB;
+`compact()` drops actors idle for `retention` (7d). Redelivery: the last 64 event ids are
+remembered, and counts are of distinct records anyway.
+Cost per event: O(changed fields) dict lookups; a counted change walks back over its group's
 records in the short window (the map is kept in time order; an out-of-order event re-sorts it).
 """
 
@@ -50,6 +57,10 @@ _IMPORT = ActorKind.IMPORT
 _OVERWRITE = 0
 _BLANK = 1
 _LABELS = {_OVERWRITE: "overwrite", _BLANK: "blank"}
+
+BLANKING = "blanking"
+"""The group of blanking findings (blanks of every field, counted together per actor)."""
+_BLANKING_KEY = "*blanking"  # state key suffix: `*` never starts a CRM field name
 
 
 class MassOverwriteDetector:
@@ -82,7 +93,8 @@ class MassOverwriteDetector:
         human = kind is _HUMAN
         if kind is not _AGENT and (event.bulk or kind is _IMPORT):
             return []
-        counted: list[tuple[str, int, Prior, Any]] = []
+        overwritten: list[tuple[str, Prior, Any]] = []
+        blanked: list[tuple[str, Prior]] = []
         unknown: list[str] = []
         priors = obs.priors
         for change in event.changes:
@@ -98,10 +110,10 @@ class MassOverwriteDetector:
             if own and not settings.count_own_values:
                 continue
             if is_blank(change.new):
-                counted.append((field, _BLANK, prior, change.new))
+                blanked.append((field, prior))
             elif not same_value(change.new, prior.value, settings.ignore_case_and_whitespace):
-                counted.append((field, _OVERWRITE, prior, change.new))
-        if not counted and not unknown:
+                overwritten.append((field, prior, change.new))
+        if not overwritten and not blanked and not unknown:
             return []
         key = obs.actor_key
         entry = state.get(key)
@@ -114,8 +126,12 @@ class MassOverwriteDetector:
         for field in unknown:
             self._count_unknown(entry, f"{event.source}|{field}", now, settings)
         findings = []
-        for field, code, prior, new in counted:
-            finding = self._count(obs, entry, field, code, prior, new, policy, settings)
+        for field, prior, new in overwritten:
+            finding = self._count(obs, entry, _OVERWRITE, [(field, prior)], new, policy, settings)
+            if finding is not None:
+                findings.append(finding)
+        if blanked:
+            finding = self._count(obs, entry, _BLANK, blanked, None, policy, settings)
             if finding is not None:
                 findings.append(finding)
         state[key] = entry
@@ -135,26 +151,31 @@ class MassOverwriteDetector:
         self,
         obs: Observation,
         entry: dict[str, Any],
-        field: str,
         code: int,
-        prior: Prior,
+        changed: list[tuple[str, Prior]],
         new: Any,
         policy: Policy,
         settings: MassOverwriteSettings,
     ) -> Finding | None:
+        """Count the record in its group (the field for an overwrite, `blanking` for blanks) and
+        judge the group's windows; `changed` is the (field, prior) pairs this event adds."""
         event = obs.event
         now = event.occurred_at
-        fkey = f"{event.source}|{field}"
-        fields: dict[str, dict[str, list[int]]] = entry["f"]
-        records = fields.pop(fkey, None)  # re-inserted below: dict order = recency of fields
+        blanking = code == _BLANK
+        field, prior = changed[0]
+        names = [name for name, _ in changed]
+        group = BLANKING if blanking else field
+        gkey = f"{event.source}|{_BLANKING_KEY if blanking else field}"
+        groups: dict[str, dict[str, list[Any]]] = entry["f"]
+        records = groups.pop(gkey, None)  # re-inserted below: dict order = recency of groups
         if records is None:
             records = {}
-            if len(fields) >= settings.max_fields:
-                del fields[next(iter(fields))]
-        fields[fkey] = records
+            if len(groups) >= settings.max_fields:
+                del groups[next(iter(groups))]
+        groups[gkey] = records
         record = event.record_key
         records.pop(record, None)
-        records[record] = [now, code]  # dict order = time order of the records' last overwrite
+        records[record] = [now, code, names] if blanking else [now, code]  # dict order = time order
         if now < entry["t"] and len(records) > 1:
             # Out of order (rare): restore time order so in-order counting stays exact.
             ordered = sorted(records.items(), key=lambda item: item[1][0])
@@ -169,20 +190,29 @@ class MassOverwriteDetector:
         while len(records) > settings.max_records_per_field:
             del records[next(iter(records))]
 
-        tier = self._tiers.tier(policy, event.source, field)
-        high = tier is Tier.HIGH
+        tiers = [self._tiers.tier(policy, event.source, name) for name in names]
+        high = Tier.HIGH in tiers
+        tier = Tier.HIGH if high else tiers[0]
         kind = event.actor.kind
         factor = settings.human_threshold_factor if kind is _HUMAN else 1.0
-        short_threshold = math.ceil((settings.high_tier_threshold if high else settings.threshold) * factor)
-        long_limit = settings.high_tier_long_threshold if high else settings.long_threshold
+        if blanking:
+            short_limit, long_limit = settings.blank_threshold, settings.blank_long_threshold
+            if high:
+                short_limit = min(short_limit, settings.high_tier_threshold)
+                long_limit = min(long_limit, settings.high_tier_long_threshold)
+        elif high:
+            short_limit, long_limit = settings.high_tier_threshold, settings.high_tier_long_threshold
+        else:
+            short_limit, long_limit = settings.threshold, settings.long_threshold
+        short_threshold = math.ceil(short_limit * factor)
         long_threshold = math.ceil(long_limit * factor)
         if now >= entry["t"]:
             # In order (the usual case): the map holds exactly the long window, newest last.
             n_long = len(records)
             n_short = 0
             short_from = now - settings.window
-            for at, _ in reversed(records.values()):
-                if at <= short_from:
+            for held_record in reversed(records.values()):
+                if held_record[0] <= short_from:
                     break
                 n_short += 1
         else:
@@ -196,7 +226,7 @@ class MassOverwriteDetector:
         else:
             window = threshold = count = 0
         label = _LABELS[code]
-        held = entry["u"].get(fkey)
+        held = entry["u"].get(f"{event.source}|{field}")
         details: dict[str, Any] = {
             "field": field,
             "tier": tier.value,
@@ -208,18 +238,19 @@ class MassOverwriteDetector:
             "records_in_long_window": n_long,
             "unknown_priors": held[1] if held else 0,
         }
+        if blanking:
+            details["fields"] = names
         who = _who(obs)
+        what = ", ".join(names) if blanking else field
         if not window:
             return finding_for(
                 obs,
                 self.name,
                 Severity.INFO,
-                f"{who} {'blanked' if code == _BLANK else 'overwrote'} a set value of {field}",
-                group=field,
+                f"{who} {'blanked' if blanking else 'overwrote'} a set value of {what}",
+                group=group,
                 details=details,
             )
-        long_from = now - settings.long_window
-        blanks = sum(c for at, c in records.values() if long_from < at <= now)
         severity = Severity.CRITICAL if high and kind is not _HUMAN else Severity.WARNING
         pause = (
             kind is _AGENT
@@ -227,14 +258,23 @@ class MassOverwriteDetector:
             and settings.pause_on_critical
             and policy.pauses_on_breach(event.actor.id)
         )
-        details.update({"window_ms": window, "threshold": threshold, "count": count,
-                        "blanked_in_long_window": blanks})
-        verb = "overwrote or blanked" if blanks else "overwrote"
-        summary = (
-            f"{who} {verb} set values of {field} ({tier.value} tier) on {count} records "
-            f"within {_span(window)}" + (f", {blanks} blanked" if blanks else "")
-        )
-        return finding_for(obs, self.name, severity, summary, group=field, pause=pause, details=details)
+        details.update({"window_ms": window, "threshold": threshold, "count": count})
+        if blanking:
+            long_from = now - settings.long_window
+            fields_blanked = sorted(
+                {name for rec in records.values() if long_from < rec[0] <= now for name in rec[2]}
+            )
+            details.update({"blanked_in_long_window": n_long, "fields_blanked": fields_blanked})
+            summary = (
+                f"{who} blanked set values of {', '.join(fields_blanked)} on {count} records "
+                f"within {_span(window)}" + (" (high tier)" if high else "")
+            )
+        else:
+            summary = (
+                f"{who} overwrote set values of {field} ({tier.value} tier) on {count} records "
+                f"within {_span(window)}"
+            )
+        return finding_for(obs, self.name, severity, summary, group=group, pause=pause, details=details)
 
     @staticmethod
     def compact(state: State, now_ms: int, settings: MassOverwriteSettings | None = None) -> int:
@@ -246,12 +286,13 @@ class MassOverwriteDetector:
         return len(stale)
 
 
-def _scan(records: dict[str, list[int]], now: int, settings: MassOverwriteSettings) -> tuple[int, int]:
-    """Exact counts for an out-of-order event: a full pass over the field's map (<= 128 records)."""
+def _scan(records: dict[str, list[Any]], now: int, settings: MassOverwriteSettings) -> tuple[int, int]:
+    """Exact counts for an out-of-order event: a full pass over the group's map (<= 128 records)."""
     short_from = now - settings.window
     long_from = now - settings.long_window
     n_short = n_long = 0
-    for at, _ in records.values():
+    for held in records.values():
+        at = held[0]
         if long_from < at <= now:
             n_long += 1
             if at > short_from:

@@ -7,6 +7,16 @@ changes the field again) and the time. When a human then changes that field with
 that is an override, reported as an `info` finding `override` (group: the field):
   * `revert`: the human restored the value from before the agent's change;
   * `correct`: the human set some other value (blanking included).
+Deal stages are different: a rep moving a deal further along after the agent's move (or closing
+it, won or lost) is the deal progressing, not disagreement. On a deal's stage field (the vendor's
+stage field of pipelines_default.py, or `stage_anomaly.stage_fields`) only a move back to the
+stage before the agent's change (`revert`), or to another stage earlier in the pipeline than the
+agent's (`correct`), is an override; the order is stage_anomaly's (its `pipelines` over the
+vendors' defaults), and a stage no pipeline knows still counts (`stage_progress_is_override`
+true counts every move, as before). Fields that follow the stage (`stage_derived_fields`:
+Salesforce's Probability and ForecastCategoryName, HubSpot's stage probability) changed by the
+agent in its stage-move event and by the human along with a forward move are part of that
+progress, not corrections.
 A human setting the agent's own value again confirms it and ends the watch; automation, imports,
 integrations or another agent writing the field end it too (the agent's value is gone, but not
 by a person's judgement). Humans correcting humans never produce anything: only agent writes are
@@ -32,13 +42,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from detectors.base import Finding, Observation, Severity, Stage, State
-from detectors.events import ActorKind, JsonValue
+from detectors.events import ActorKind, JsonValue, ObjectType
+from detectors.pipelines_default import PIPELINE_FIELDS, progress, stage_field, stage_value
 from detectors.policy import Policy
 from detectors.settings import OverrideSettings
 from detectors.values import FieldPatterns, safe_value, same_value
 
 _AGENT = ActorKind.AGENT
 _HUMAN = ActorKind.HUMAN
+_DEAL = ObjectType.DEAL
 
 _BY, _AT, _VALUE, _BEFORE, _KNOWN, _EVENT = range(6)  # slots of a remembered write
 
@@ -50,14 +62,21 @@ class OverrideDetector:
     stage: ClassVar[Stage] = Stage.RECORD
 
     def __init__(self) -> None:
-        self._patterns: tuple[OverrideSettings, FieldPatterns] | None = None
+        self._patterns: tuple[OverrideSettings, FieldPatterns, FieldPatterns] | None = None
 
     def _ignored(self, settings: OverrideSettings) -> FieldPatterns:
+        return self._compiled(settings)[1]
+
+    def _derived(self, settings: OverrideSettings) -> FieldPatterns:
+        return self._compiled(settings)[2]
+
+    def _compiled(self, settings: OverrideSettings) -> tuple[OverrideSettings, FieldPatterns, FieldPatterns]:
         held = self._patterns
         if held is None or held[0] is not settings:
-            held = (settings, FieldPatterns(settings.ignore_fields))
+            derived = FieldPatterns(settings.stage_derived_fields)
+            held = (settings, FieldPatterns(settings.ignore_fields), derived)
             self._patterns = held
-        return held[1]
+        return held
 
     def observe(self, obs: Observation, state: State, policy: Policy) -> list[Finding]:
         settings = policy.detectors.override
@@ -79,6 +98,8 @@ class OverrideDetector:
         ignored = self._ignored(settings)
         fields: dict[str, list[Any]] = entry["f"]
         findings: list[Finding] = []
+        moved_on, moved_on_field = self._moved_on(obs, fields, policy, settings)
+        derived = self._derived(settings)
         for change in event.changes:
             held = fields.get(change.field)
             if held is None or ignored.matches(change.field):
@@ -97,6 +118,12 @@ class OverrideDetector:
             del fields[change.field]
             if same_value(change.new, held[_VALUE], loose=False):
                 continue  # the human confirmed the agent's value
+            if (
+                moved_on is not None
+                and held[_EVENT] == moved_on
+                and (change.field == moved_on_field or derived.matches(change.field))
+            ):
+                continue  # the rep took the deal further (its stage, and what follows it): progress
             findings.append(self._finding(obs, change.field, change.new, held, policy, settings))
         self._prune(entry, now, settings)
         if entry["f"]:
@@ -149,6 +176,38 @@ class OverrideDetector:
             self._prune(entry, now, settings)
             entry["t"] = max(entry["t"], now)
             state[key] = entry
+
+    @staticmethod
+    def _moved_on(
+        obs: Observation, fields: dict[str, list[Any]], policy: Policy, settings: OverrideSettings
+    ) -> tuple[str | None, str | None]:
+        """(the agent's event whose stage move a human took further along, the stage field), or
+        (None, None). Fields in `stage_derived_fields` the agent changed in that same event and the
+        human changes along with the stage (Salesforce's Probability and ForecastCategoryName follow
+        StageName) are part of the progress too. A return to the stage before the agent's change is
+        never progress."""
+        event = obs.event
+        if settings.stage_progress_is_override or event.object_type is not _DEAL:
+            return None, None
+        stages = policy.detectors.stage_anomaly
+        name = stage_field(stages, event.source)
+        if name is None or event.actor.kind is not _HUMAN:
+            return None, None
+        change = next((c for c in event.changes if c.field == name), None)
+        held = fields.get(name) if change is not None else None
+        if change is None or held is None or change.new is None:
+            return None, None
+        if held[_KNOWN] and same_value(change.new, held[_BEFORE], loose=False):
+            return None, None  # a revert, whatever the order says
+        pipeline_field = PIPELINE_FIELDS.get(event.source)
+        pipeline = next(
+            (str(c.new).strip() for c in event.changes if c.field == pipeline_field and c.new is not None),
+            None,
+        )
+        step = progress(stages, event.source, pipeline, stage_value(held[_VALUE]), stage_value(change.new))
+        if step is None or step <= 0:
+            return None, None
+        return held[_EVENT], name
 
     @staticmethod
     def _prune(entry: dict[str, Any], now: int, settings: OverrideSettings) -> None:

@@ -10,10 +10,16 @@ EWMA (`baseline_alpha` 0.1 per day, from 0) of the tier's daily rate, over days 
 learning its badness as normal. Statistical: warns, never pauses. Overrides come up to 72h after
 the change they undo, so the rate is approximate near the window's edge; it is a trend signal.
 
+One warning per episode: the window keeps an incident's overrides for days after it ended, so once
+a tier warned, further overrides while its rate stays above the bar are `info` (evidence on the
+open alert), not new warnings; the tier re-arms on the first override that finds the rate back at
+or below the bar (or the overrides under `min_overrides`).
+
 State key: the agent (ACTOR stage). Entry: `{"c": {tier: {hour: n}}, "o": {tier: {hour: n}},
-"b": {tier: rate}, "d": day, "dc": {tier: n}, "do": {tier: n}, "e": [recent ids]}`: hourly
-buckets, pruned to the window, so at most 3 tiers x 2 x 168 small ints per agent (~25 KB).
-Only agents have entries. Redelivery: the last 64 event ids (and override ids) are remembered.
+"b": {tier: rate}, "d": day, "dc": {tier: n}, "do": {tier: n}, "a": {tier: warned_at},
+"e": [recent ids]}`: hourly buckets, pruned to the window, so at most 3 tiers x 2 x 168 small
+ints per agent (~25 KB). Only agents have entries. Redelivery: the last 64 event ids (and
+override ids) are remembered.
 Cost: per agent event one dict increment per changed field; per override a sum over <= 168 buckets.
 """
 
@@ -90,16 +96,25 @@ class OverrideRateDetector:
         rate = overrides / max(changes, overrides, 1)
         baseline = entry["b"].get(tier, 0.0)
         threshold = min(max(settings.min_rate, settings.k * baseline), settings.ceiling_rate)
+        raised: dict[str, int] = entry.setdefault("a", {})
         if overrides < settings.min_overrides or rate <= threshold:
+            raised.pop(tier, None)  # the episode is over: the next rise warns again
             return []
+        # One warning per episode: while the rate stays above the bar, further overrides are
+        # evidence (info) on the alert, not new warnings (the window keeps an incident's overrides
+        # for days after it ended).
+        severity = Severity.INFO if tier in raised else Severity.WARNING
+        if severity is Severity.WARNING:
+            raised[tier] = now
         days = settings.window / DAY_MS
         return [
             finding_from(
                 finding,
                 self.name,
-                Severity.WARNING,
+                severity,
                 f"agent {finding.agent}: {overrides} of its {changes} {tier}-tier changes "
-                f"overridden by people in {days:g}d (rate {rate:.0%}, baseline {baseline:.0%})",
+                f"overridden by people in {days:g}d (rate {rate:.0%}, baseline {baseline:.0%})"
+                + (" (still above the bar)" if severity is Severity.INFO else ""),
                 group=tier,
                 details={
                     "tier": tier,

@@ -63,6 +63,16 @@ DEFAULT_PIPELINES: dict[str, dict[str, PipelineSpec]] = {
 }
 
 
+def stage_field(settings: StageAnomalySettings, vendor: str) -> str | None:
+    """The deal-stage field of a vendor: the policy's `stage_fields`, else the shipped one."""
+    return settings.stage_fields.get(vendor) or STAGE_FIELDS.get(vendor)
+
+
+def stage_value(value: object) -> str:
+    """A stage value as the orders index it: text, trimmed, at most 64 characters, casefolded."""
+    return str(value).strip()[:64].casefold()
+
+
 class StageOrder:
     """One pipeline, indexed for lookups: open-stage positions and closed values (casefolded)."""
 
@@ -83,6 +93,16 @@ class StageOrder:
             return "won"
         if value in self.lost:
             return "lost"
+        return None
+
+    def rank(self, value: str) -> int | None:
+        """How far along the pipeline a stage is: open stages in order, then won and lost alike
+        (closing is the end of the road either way); None for a value this pipeline lacks."""
+        position = self.positions.get(value)
+        if position is not None:
+            return position
+        if value in self.won or value in self.lost:
+            return len(self.positions)
         return None
 
 
@@ -119,3 +139,18 @@ def resolve(
         if order.knows(after) and (before is None or order.knows(before)):
             return order
     return None
+
+
+def progress(
+    settings: StageAnomalySettings, vendor: str, pipeline: str | None, before: str, after: str
+) -> int | None:
+    """Direction of a move from stage `before` to `after` (casefolded, see `stage_value`): 1 further
+    along the pipeline (closing included), -1 back (reopening included), 0 the same rank (e.g. won
+    to lost), None when no pipeline knows both stages."""
+    order = resolve(settings, vendor, pipeline, before, after)
+    if order is None:
+        return None
+    a, b = order.rank(before), order.rank(after)
+    if a is None or b is None:
+        return None
+    return (b > a) - (b < a)

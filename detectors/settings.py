@@ -69,7 +69,8 @@ DEFAULT_STAGE_SEVERITIES: dict[str, Severity3] = {
 
 
 class MassOverwriteSettings(_Section):
-    """One actor replacing or blanking set values of one field across many records (mass_overwrite.py)."""
+    """One actor replacing set values of one field, or blanking set values of any fields, across many
+    records (mass_overwrite.py)."""
 
     window: Duration = 3_600_000
     threshold: int = Field(default=5, gt=0)
@@ -77,6 +78,8 @@ class MassOverwriteSettings(_Section):
     long_window: Duration = 24 * 3_600_000
     long_threshold: int = Field(default=10, gt=0)
     high_tier_long_threshold: int = Field(default=5, gt=0)
+    blank_threshold: int = Field(default=3, gt=0)
+    blank_long_threshold: int = Field(default=5, gt=0)
     human_threshold_factor: float = Field(default=3.0, ge=1.0)
     watch_kinds: list[ActorKindName] = Field(
         default_factory=lambda: _kinds("agent", "human", "integration", "unknown")
@@ -101,12 +104,19 @@ class MassOverwriteSettings(_Section):
         if self.long_window < self.window:
             raise ValueError("long_window must be at least window")
         thresholds = (self.threshold, self.high_tier_threshold, self.long_threshold,
-                      self.high_tier_long_threshold)
+                      self.high_tier_long_threshold, self.blank_threshold, self.blank_long_threshold)
         if self.max_records_per_field < max(thresholds) * self.human_threshold_factor:
             raise ValueError(
                 "max_records_per_field must be at least the largest threshold x human_threshold_factor"
             )
         return self
+
+
+class ProtectedFieldSettings(_Section):
+    """Agents writing outside their scope (protected_field.py)."""
+
+    creation_window: Duration = 60_000
+    max_recent_creations: int = Field(default=256, gt=0)
 
 
 class DuplicateSpikeSettings(_Section):
@@ -120,6 +130,7 @@ class DuplicateSpikeSettings(_Section):
     window: Duration = 24 * 3_600_000
     min_count: int = Field(default=3, gt=0)
     k: float = Field(default=3.0, gt=0)
+    ceiling_count: int = Field(default=10, gt=0)
     baseline_alpha: float = Field(default=0.1, gt=0, le=1)
     max_records_per_identity: int = Field(default=16, gt=1)
     max_matches_reported: int = Field(default=3, gt=0)
@@ -139,6 +150,12 @@ class DuplicateSpikeSettings(_Section):
     )
     domain_fields: list[str] = Field(default_factory=lambda: ["domain", "website"])
     org_name_fields: list[str] = Field(default_factory=lambda: ["name"])
+
+    @model_validator(mode="after")
+    def _ceiling_above_floor(self) -> DuplicateSpikeSettings:
+        if self.ceiling_count < self.min_count:
+            raise ValueError("ceiling_count must be at least min_count")
+        return self
 
 
 class PipelineSpec(BaseModel):
@@ -202,6 +219,12 @@ class OverrideSettings(_Section):
     )
     max_fields_per_record: int = Field(default=64, gt=0)
     max_value_chars: int = Field(default=256, gt=8)
+    stage_progress_is_override: bool = False
+    stage_derived_fields: list[str] = Field(
+        default_factory=lambda: [
+            "probability", "forecastcategoryname", "forecastcategory", "hs_deal_stage_probability",
+        ]
+    )
 
 
 class OverrideRateSettings(_Section):
@@ -231,6 +254,10 @@ class ActivityAnomalySettings(_Section):
     field_scale: int = Field(default=200, gt=1)
     max_records_tracked: int = Field(default=2000, gt=0)
     max_fields_tracked: int = Field(default=256, gt=0)
+    require_composition_change: bool = True
+    composition_margin: float = Field(default=0.25, ge=0, le=1)
+    composition_alpha: float = Field(default=0.02, gt=0, le=1)
+    composition_z: float = Field(default=1.64, ge=0)
 
 
 class TrustSettings(_Section):
@@ -260,6 +287,7 @@ class DetectorSettings(BaseModel):
     record_state: RecordStateSettings = Field(default_factory=RecordStateSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
+    protected_field: ProtectedFieldSettings = Field(default_factory=ProtectedFieldSettings)
     mass_overwrite: MassOverwriteSettings = Field(default_factory=MassOverwriteSettings)
     duplicate_spike: DuplicateSpikeSettings = Field(default_factory=DuplicateSpikeSettings)
     stage_anomaly: StageAnomalySettings = Field(default_factory=StageAnomalySettings)

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
 from detectors.events import ActorKind, ObjectType
-from detectors.pipelines_default import PIPELINE_FIELDS, STAGE_FIELDS, STATUS_FIELDS, StageOrder, resolve
+from detectors.pipelines_default import PIPELINE_FIELDS, STATUS_FIELDS, StageOrder, resolve, stage_field
 from detectors.policy import Policy
 from detectors.settings import DEFAULT_STAGE_SEVERITIES, StageAnomalySettings
 from detectors.values import FieldPatterns, finding_from, same_value
@@ -80,10 +80,10 @@ def stage_move(obs: Observation, settings: StageAnomalySettings) -> Move | None:
     event = obs.event
     if event.object_type is not _DEAL:
         return None
-    stage_field = settings.stage_fields.get(event.source) or STAGE_FIELDS.get(event.source)
+    field_name = stage_field(settings, event.source)
     status = STATUS_FIELDS.get(event.source)
     for change in event.changes:
-        if change.field == stage_field and change.new is not None and _text(change.new):
+        if change.field == field_name and change.new is not None and _text(change.new):
             prior = obs.priors.get(change.field)
             before = None if prior is None or prior.value is None else _text(prior.value)
             if before is not None and same_value(before, change.new):

@@ -151,3 +151,93 @@ def test_deterministic():
 
     first = go()
     assert first and first == go()
+
+
+def backlog_windows(day: int, hour: int, windows: int, overwrite: bool = False, by: str = "enricher") -> list:
+    """An import backlog worked flat out: ~4 records per 5 minutes around the clock, filling
+    empty fields (or, with `overwrite`, replacing set ones), far more than the daytime trickle."""
+    out = []
+    for w in range(windows):
+        start = DAY0 + day * D + hour * H + w * W
+        for i in range(12):
+            rid = f"k{day}-{w}-{i}"
+            out.append(
+                event(
+                    rid,
+                    {"industry": "Retail", "jobtitle": "CTO", "city": "Oslo"},
+                    at=start + i * 20_000,
+                    by=by,
+                )
+            )
+    return out
+
+
+def seed_backlog(day: int, hour: int, windows: int, value: str) -> list:
+    return [
+        event(
+            f"k{day}-{w}-{i}",
+            {"industry": value, "jobtitle": value, "city": value},
+            at=DAY0 + day * D + 30 * M,
+            by="rep",
+            kind=HUMAN,
+        )
+        for w in range(windows)
+        for i in range(12)
+    ]
+
+
+def test_volume_alone_is_the_velocity_caps_job_but_a_shift_in_mix_warns():
+    # the benign look-alike: a backlog at night at four times the volume, all fills: silent
+    r = warmed()
+    r.feed(*seed_backlog(3, 2, 6, ""))
+    r.feed(*backlog_windows(3, 2, 6))
+    r.feed(event("late", {"city": "x"}, at=DAY0 + 3 * D + 9 * H))
+    assert r.of("activity_anomaly") == []
+    # the same windows scored on volume alone (the old rule) do warn
+    old = Run(
+        ActivityAnomalyDetector(),
+        policy=agents_policy("enricher", activity_anomaly={"require_composition_change": False}),
+    )
+    rng = random.Random(7)  # noqa: S311 - test data
+    for day in range(3):
+        old.feed(*benign_day(rng, day))
+    old.feed(*seed_backlog(3, 2, 6, ""))
+    old.feed(*backlog_windows(3, 2, 6))
+    old.feed(event("late", {"city": "x"}, at=DAY0 + 3 * D + 9 * H))
+    assert old.of("activity_anomaly")
+    # the same volume replacing values people set: the mix changed too, so it warns
+    bad = warmed()
+    bad.feed(*seed_backlog(3, 2, 6, "set"))
+    bad.feed(*backlog_windows(3, 2, 6))
+    bad.feed(event("late", {"city": "x"}, at=DAY0 + 3 * D + 9 * H))
+    found = bad.of("activity_anomaly")
+    assert (
+        found and found[0].details["overwrite_share"] == 1.0 and found[0].details["composition_shift"] > 0.9
+    )
+    assert found[0].details["usual_overwrite_share"] == 0.0
+
+
+def test_composition_shift_discounts_tiny_windows():
+    from detectors.activity_anomaly import composition_shift, wilson_lower
+
+    usual = [0.1, 0.0, 500]
+    assert composition_shift(1, 0, 1, usual) < 0.25  # one overwrite out of one change: chance
+    assert composition_shift(2, 0, 3, usual) < 0.25
+    assert composition_shift(20, 0, 20, usual) > 0.7
+    assert composition_shift(0, 6, 10, [0.0, 0.5, 500]) < 0.25  # high-tier share as usual
+    assert composition_shift(0, 10, 10, [0.0, 0.5, 500]) > 0.25  # all high tier: more than usual
+    assert composition_shift(0, 0, 5, None) == 1.0  # no history: nothing is usual
+    assert wilson_lower(0, 0, 1.64) == 0.0 and 0.98 < wilson_lower(150, 150, 1.64) < 1.0
+
+
+def test_usual_mix_is_learned_from_ordinary_windows_only_and_kept_in_state():
+    r = warmed()
+    usual = r.states["activity_anomaly"]["enricher"]["cb"]
+    assert usual[0] == 0.0 and usual[2] > 250  # fills only: no overwrites are usual
+    r.feed(*seed_priors(3, 4))
+    r.feed(*burst_windows(3, 10, 4))
+    r.feed(event("late", {"city": "x"}, at=DAY0 + 3 * D + 12 * H))
+    assert len(r.of("activity_anomaly")) == 2  # windows 3 and 4 of the streak
+    after = r.states["activity_anomaly"]["enricher"]["cb"]
+    assert after[0] < 0.05  # the anomalous windows did not teach the agent that overwriting is usual
+    json.dumps(r.states["activity_anomaly"])

@@ -217,12 +217,73 @@ def test_spike_is_relative_to_the_agents_own_baseline():
             out += det.on_finding(dup_finding(t0 + day * DAY_MS + n * H, n), state, policy)
         if out:
             warned_days.append(day)
-    assert warned_days and warned_days[0] == 0 and warned_days[-1] < 15  # learns its normal
+    # learns its normal, one threshold at a time (each day teaches at most that day's threshold)
+    assert warned_days and warned_days[0] == 0 and warned_days[-1] < 10
     assert state["enricher"]["b"] > 4
     out = []
-    for n in range(30):  # then a day five times its normal
+    for n in range(30):  # then a day five times its normal: warns at the ceiling (10), not at 3 x 6
         out += det.on_finding(dup_finding(t0 + 41 * DAY_MS + n * M, n), state, policy)
+    assert out and out[0].details["count"] == 10 and out[0].details["threshold"] == 10
+
+
+def learned_normal(
+    policy: Policy, per_day: int = 6, days: int = 40
+) -> tuple[DuplicateSpikeDetector, dict, int]:
+    det = DuplicateSpikeDetector()
+    state: dict = {}
+    t0 = 1_700_006_400_000 // DAY_MS * DAY_MS
+    for day in range(days):
+        for n in range(per_day):
+            det.on_finding(dup_finding(t0 + day * DAY_MS + n * H, n), state, policy)
+    return det, state, t0 + (days + 1) * DAY_MS
+
+
+def test_ceiling_caps_what_a_learned_normal_excuses():
+    policy = Policy()
+    det, state, day = learned_normal(policy)
+    out = [f for n in range(9) for f in det.on_finding(dup_finding(day + n * M, n), state, policy)]
+    assert out == []  # nine in a day: above its normal of 6, below the ceiling
+    det, state, day = learned_normal(policy)
+    out = [f for n in range(10) for f in det.on_finding(dup_finding(day + n * M, n), state, policy)]
+    assert len(out) == 1 and out[0].details["count"] == 10
+    # without the ceiling (set high) the bar is k x the learned baseline, as before
+    loose = agents_policy("enricher", duplicate_spike={"ceiling_count": 1000})
+    det, state, day = learned_normal(loose)
+    out = [f for n in range(30) for f in det.on_finding(dup_finding(day + n * M, n), state, loose)]
     assert out and out[0].details["count"] >= 3 * 5
+
+
+def test_a_burst_does_not_teach_the_baseline_so_the_next_burst_warns_at_the_third():
+    # intake-agent is one actor across vendors: its HubSpot burst must not excuse its Salesforce one
+    det, state, policy = DuplicateSpikeDetector(), {}, Policy()
+    t0 = 1_700_006_400_000 // DAY_MS * DAY_MS
+    first = [f for n in range(30) for f in det.on_finding(dup_finding(t0 + n * 40 * M, n), state, policy)]
+    assert first and first[0].details["count"] == 3
+    later = t0 + 6 * DAY_MS
+    second = [
+        (n, f)
+        for n in range(30)
+        for f in det.on_finding(dup_finding(later + n * 40 * M, 100 + n), state, policy)
+    ]
+    assert second and second[0][0] == 2 and second[0][1].details["count"] == 3  # the third duplicate
+    assert state["enricher"]["b"] < 1  # the two burst days taught at most their threshold (3) each
+    # the benign look-alike: two duplicates a day, day after day, never warn
+    det, state = DuplicateSpikeDetector(), {}
+    quiet = [
+        f
+        for day in range(30)
+        for n in range(2)
+        for f in det.on_finding(dup_finding(t0 + day * DAY_MS + n * 11 * H, n), state, policy)
+    ]
+    assert quiet == []
+
+
+def test_ceiling_below_the_floor_is_refused():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        agents_policy("enricher", duplicate_spike={"min_count": 5, "ceiling_count": 4})
 
 
 def test_baseline_decays_over_idle_days_and_one_event_with_two_identities_counts_once():

@@ -236,3 +236,96 @@ def test_out_of_order_events_count_exactly():
     assert alerting(r) == []
     r.feed(event("r5", {"jobtitle": "CTO"}, at=H + 72 * M))  # +40, +50, +55, +71, +72: 5 -> warning
     assert alerting(r)[-1].details["count"] == 5
+
+
+def blank_events(plan: list[tuple[str, list[str]]], start: int = H, step: int = 8 * M, **kw) -> list:
+    """One blanking event per (record, fields) at `step` apart."""
+    return [
+        event(rid, {f: "" for f in fields}, at=start + i * step, **kw) for i, (rid, fields) in enumerate(plan)
+    ]
+
+
+def seeded_people(n: int) -> list:
+    return [
+        event(f"r{i}", {"jobtitle": "Engineer", "phone": "+1 415 555 0100"}, by="rep", kind=HUMAN)
+        for i in range(n)
+    ]
+
+
+def test_blanking_counts_across_fields_and_warns_at_the_third_record():
+    # job titles on some records, phones on others: one behaviour, counted together
+    r = run()
+    r.feed(*seeded_people(5))
+    r.feed(*blank_events([("r0", ["jobtitle"]), ("r1", ["phone"])]))
+    assert alerting(r) == [] and [f.group for f in r.of("mass_overwrite")] == ["blanking", "blanking"]
+    r.feed(*blank_events([("r2", ["jobtitle"])], start=H + 20 * M))
+    (f,) = alerting(r)
+    assert f.group == "blanking" and f.severity is Severity.WARNING and not f.pause
+    assert f.details["count"] == 3 and f.details["threshold"] == 3 and f.details["window_ms"] == H
+    assert f.details["fields_blanked"] == ["jobtitle", "phone"] and f.details["change"] == "blank"
+    assert "555" not in repr(f.to_dict())  # the phone's old value is masked
+    # per field (the old rule) this would be two job titles and one phone: nothing yet
+    per_field = run(blank_threshold=5, blank_long_threshold=10)
+    per_field.feed(*seeded_people(5))
+    per_field.feed(*blank_events([("r0", ["jobtitle"]), ("r1", ["phone"]), ("r2", ["jobtitle"])]))
+    assert alerting(per_field) == []
+
+
+def test_one_event_blanking_two_fields_of_a_record_counts_it_once():
+    r = run()
+    r.feed(*seeded_people(3))
+    found = r.feed(*blank_events([("r0", ["jobtitle", "phone"]), ("r1", ["jobtitle", "phone"])]))
+    assert len(found) == 2 and all(f.severity is Severity.INFO for f in found)
+    assert found[-1].details["records_in_window"] == 2 and found[-1].details["fields"] == [
+        "jobtitle",
+        "phone",
+    ]
+    r.feed(*blank_events([("r2", ["phone"])], start=H + 30 * M))
+    assert alerting(r)[0].details["count"] == 3
+
+
+def test_blanking_windows_and_the_benign_side():
+    # two blanks an hour apart are not a short-window streak; the fifth in 24 h is the long one
+    r = run()
+    r.feed(*seeded_people(5))
+    r.feed(*blank_events([(f"r{i}", ["jobtitle" if i % 2 else "phone"]) for i in range(4)], step=H))
+    assert alerting(r) == []
+    r.feed(*blank_events([("r4", ["jobtitle"])], start=H + 4 * H))
+    (f,) = alerting(r)
+    assert f.details["window_ms"] == 24 * H and f.details["count"] == 5
+    # a person clearing fields by hand needs 3 x 3 records in an hour, and is never paused
+    h = run()
+    h.feed(*seeded_people(10))
+    h.feed(*blank_events([(f"r{i}", ["jobtitle"]) for i in range(8)], step=M, by="ops", kind=HUMAN))
+    assert h.of("mass_overwrite") == []
+    h.feed(*blank_events([("r8", ["phone"])], start=H + 9 * M, by="ops", kind=HUMAN))
+    (g,) = h.of("mass_overwrite")
+    assert g.severity is Severity.WARNING and g.pause is False and g.group == "blanking"
+    # filling empty fields never counts, however many fields
+    fill = run()
+    fill.feed(*[event(f"r{i}", {"jobtitle": "", "phone": ""}, by="rep", kind=HUMAN) for i in range(10)])
+    fill.feed(*[event(f"r{i}", {"jobtitle": "CTO", "phone": "+1 415 555 0101"}, at=H + i) for i in range(10)])
+    assert fill.of("mass_overwrite") == []
+
+
+def test_overwrites_stay_per_field_and_blanks_do_not_add_to_them():
+    r = run()
+    r.feed(
+        *[event(f"r{i}", {"jobtitle": "Engineer", "city": "Paris"}, by="rep", kind=HUMAN) for i in range(10)]
+    )
+    r.feed(*overwrites("jobtitle", 4, value="CTO"))
+    r.feed(*overwrites("city", 4, value="Lyon", first=4, start=H + 10 * M))
+    r.feed(*blank_events([("r8", ["jobtitle"])], start=H + 20 * M))
+    assert alerting(r) == []  # 4 + 4 overwrites in two fields, one blank: each below its threshold
+    assert {f.group for f in r.of("mass_overwrite")} == {"jobtitle", "city", "blanking"}
+    r.feed(*overwrites("jobtitle", 1, value="CTO", first=9, start=H + 30 * M))
+    (f,) = alerting(r)
+    assert f.group == "jobtitle" and f.details["count"] == 5 and "blank" not in f.summary
+
+
+def test_blanking_a_high_tier_field_is_critical_at_the_high_tier_threshold():
+    r = run(blank_threshold=4)
+    r.feed(*seeded("utm_campaign", 3, "spring"))
+    r.feed(*overwrites("utm_campaign", 3, value=""))
+    (f,) = alerting(r)
+    assert f.severity is Severity.CRITICAL and f.pause is True and f.details["threshold"] == 3

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from detectors.base import Severity
-from detectors.events import ActorKind
+from detectors.events import ActorKind, ObjectType
 from detectors.override import OverrideDetector
 from detectors.settings import OverrideSettings
 from tests.unit.helpers_events import HUMAN, H, M, Run, agents_policy, event
+
+DEAL = ObjectType.DEAL
 
 
 def run(**settings) -> Run:
@@ -156,3 +158,133 @@ def test_deterministic():
         return [f.to_dict() for f in r.findings]
 
     assert go() == go() and len(go()) == 30
+
+
+def deal(rid, stage, at, by="enricher", kind=ActorKind.AGENT, source="hubspot", **extra):
+    field = {"hubspot": "dealstage", "salesforce": "StageName", "pipedrive": "stage_id"}[source]
+    return event(rid, {field: stage, **extra}, at=at, by=by, kind=kind, source=source, object_type=DEAL)
+
+
+def test_rep_moving_the_deal_further_or_closing_it_is_not_an_override():
+    r = run()
+    for rid, later in (
+        ("1", "decisionmakerboughtin"),
+        ("2", "contractsent"),
+        ("3", "closedwon"),
+        ("4", "closedlost"),
+    ):
+        r.feed(deal(rid, "qualifiedtobuy", 0, by="rep", kind=HUMAN))
+        r.feed(deal(rid, "presentationscheduled", H))  # the agent: one stage on after a call
+        r.feed(deal(rid, later, 5 * H, by="rep", kind=HUMAN))
+    assert r.of("override") == []
+    assert r.states["override"] == {}  # the rep's move ends the watch
+
+
+def test_rep_moving_the_deal_back_is_an_override():
+    r = run()
+    r.feed(deal("1", "qualifiedtobuy", 0, by="rep", kind=HUMAN), deal("1", "presentationscheduled", H))
+    r.feed(deal("1", "qualifiedtobuy", 5 * H, by="rep", kind=HUMAN))  # back where it was
+    r.feed(deal("2", "qualifiedtobuy", 0, by="rep", kind=HUMAN), deal("2", "presentationscheduled", H))
+    r.feed(deal("2", "appointmentscheduled", 5 * H, by="rep", kind=HUMAN))  # back past where it was
+    r.feed(deal("3", "contractsent", 0, by="rep", kind=HUMAN), deal("3", "closedwon", H))
+    r.feed(deal("3", "contractsent", 5 * H, by="rep", kind=HUMAN))  # reopened the agent's close
+    r.feed(deal("4", "contractsent", 0, by="rep", kind=HUMAN), deal("4", "closedwon", H))
+    r.feed(deal("4", "closedlost", 5 * H, by="rep", kind=HUMAN))  # won -> lost: same rank, a correction
+    kinds = {f.record_key.rsplit("/", 1)[1]: f.details["kind"] for f in r.of("override")}
+    assert kinds == {"1": "revert", "2": "correct", "3": "revert", "4": "correct"}
+
+
+def test_revert_wins_even_when_the_agent_moved_the_deal_back():
+    r = run()
+    r.feed(deal("1", "contractsent", 0, by="rep", kind=HUMAN), deal("1", "qualifiedtobuy", H))
+    r.feed(deal("1", "contractsent", 5 * H, by="rep", kind=HUMAN))  # forward, but to the value before
+    (f,) = r.of("override")
+    assert f.details["kind"] == "revert"
+
+
+def test_stage_orders_come_from_stage_anomaly_settings_and_vendor_defaults():
+    sf = {
+        "salesforce": {
+            "sales": {"stages": ["Discovery", "Demo", "Proposal"], "won": ["Won"], "lost": ["Lost"]}
+        }
+    }
+    r = Run(
+        OverrideDetector(),
+        policy=agents_policy("enricher", stage_anomaly={"pipelines": sf, "stage_fields": {"acme": "phase"}}),
+    )
+    r.feed(deal("1", "Discovery", 0, by="rep", kind=HUMAN, source="salesforce"))
+    r.feed(
+        deal("1", "Demo", H, source="salesforce"),
+        deal("1", "Proposal", 2 * H, by="rep", kind=HUMAN, source="salesforce"),
+    )
+    r.feed(deal("2", 2, 0, by="rep", kind=HUMAN, source="pipedrive"), deal("2", 3, H, source="pipedrive"))
+    r.feed(deal("2", "4", 2 * H, by="rep", kind=HUMAN, source="pipedrive"))  # ids as int or text
+    assert r.of("override") == []
+    r.feed(deal("3", 2, 0, by="rep", kind=HUMAN, source="pipedrive"), deal("3", 3, H, source="pipedrive"))
+    r.feed(deal("3", 1, 2 * H, by="rep", kind=HUMAN, source="pipedrive"))
+    # a stage no pipeline knows: cannot tell progress from a correction, so it counts
+    r.feed(
+        deal("4", "Discovery", 0, by="rep", kind=HUMAN, source="salesforce"),
+        deal("4", "Demo", H, source="salesforce"),
+    )
+    r.feed(deal("4", "Legal Review", 2 * H, by="rep", kind=HUMAN, source="salesforce"))
+    # a configured stage field of another vendor
+    r.feed(event("5", {"phase": "Discovery"}, by="rep", kind=HUMAN, source="acme", object_type=DEAL))
+    r.feed(event("5", {"phase": "Demo"}, at=H, source="acme", object_type=DEAL))
+    r.feed(
+        event("5", {"phase": "Discovery"}, at=2 * H, by="rep", kind=HUMAN, source="acme", object_type=DEAL)
+    )
+    assert sorted(f.record_key for f in r.of("override")) == [
+        "acme/deal/5",
+        "pipedrive/deal/3",
+        "salesforce/deal/4",
+    ]
+
+
+def test_only_deal_stage_fields_are_judged_by_progress():
+    r = run()
+    # a contact's lifecycle stage, and a deal field that is not the stage: any change is an override
+    r.feed(
+        event("1", {"lifecyclestage": "lead"}, by="rep", kind=HUMAN),
+        event("1", {"lifecyclestage": "mql"}, at=H),
+    )
+    r.feed(event("1", {"lifecyclestage": "customer"}, at=2 * H, by="rep", kind=HUMAN))
+    r.feed(deal("2", "qualifiedtobuy", 0, by="rep", kind=HUMAN, amount="100"))
+    r.feed(deal("2", "presentationscheduled", H, amount="200"))
+    r.feed(deal("2", "contractsent", 2 * H, by="rep", kind=HUMAN, amount="300"))
+    assert sorted(f.group for f in r.of("override")) == ["amount", "lifecyclestage"]
+    # and the old behaviour on request
+    old = run(stage_progress_is_override=True)
+    old.feed(deal("1", "qualifiedtobuy", 0, by="rep", kind=HUMAN), deal("1", "presentationscheduled", H))
+    old.feed(deal("1", "closedwon", 5 * H, by="rep", kind=HUMAN))
+    assert [f.details["kind"] for f in old.of("override")] == ["correct"]
+
+
+def test_salesforce_probability_and_forecast_category_follow_the_stage():
+    def sf(rid, stage, prob, cat, at, **kw):
+        fields = {"StageName": stage, "Probability": prob, "ForecastCategoryName": cat}
+        return event(rid, fields, at=at, source="salesforce", object_type=DEAL, **kw)
+
+    r = run()
+    r.feed(sf("1", "Qualification", 10, "Pipeline", 0, by="rep", kind=HUMAN))
+    r.feed(sf("1", "Needs Analysis", 20, "Pipeline", H))
+    r.feed(sf("1", "Value Proposition", 50, "BestCase", 5 * H, by="rep", kind=HUMAN))  # on: progress
+    assert r.of("override") == []
+    r.feed(sf("2", "Qualification", 10, "Pipeline", 0, by="rep", kind=HUMAN))
+    r.feed(sf("2", "Needs Analysis", 20, "BestCase", H))
+    # back: a revert of all three
+    r.feed(sf("2", "Qualification", 10, "Pipeline", 5 * H, by="rep", kind=HUMAN))
+    assert sorted((f.group, f.details["kind"]) for f in r.of("override")) == [
+        ("ForecastCategoryName", "revert"),
+        ("Probability", "revert"),
+        ("StageName", "revert"),
+    ]
+    # a probability edited by hand, without a stage move, is a correction as before
+    r.feed(
+        sf("3", "Qualification", 10, "Pipeline", 0, by="rep", kind=HUMAN),
+        sf("3", "Needs Analysis", 20, "Pipeline", H),
+    )
+    r.feed(
+        event("3", {"Probability": 35}, at=5 * H, by="rep", kind=HUMAN, source="salesforce", object_type=DEAL)
+    )
+    assert [f.details["kind"] for f in r.of("override") if f.record_key.endswith("/3")] == ["correct"]

@@ -150,3 +150,45 @@ def test_deterministic():
         ]
 
     assert go() == go() and go()
+
+
+def test_reps_moving_deals_on_after_the_agent_are_not_overrides_but_moving_them_back_are():
+    from detectors.events import ObjectType
+
+    def deal(rid: int, stage: str, at: int, **kw) -> object:
+        return event(str(rid), {"dealstage": stage}, at=at, object_type=ObjectType.DEAL, **kw)
+
+    def week(back: bool) -> Run:
+        r = Run(OverrideDetector(), OverrideRateDetector(), policy=agents_policy("enricher"))
+        for i in range(20):  # the agent moves 20 deals a stage on; reps then act on 6 of them
+            r.feed(deal(i, "qualifiedtobuy", i * M, by="rep", kind=HUMAN))
+            r.feed(deal(i, "presentationscheduled", H + i * M))
+        for i in range(6):
+            later = "qualifiedtobuy" if back else ("closedwon" if i % 2 else "decisionmakerboughtin")
+            r.feed(deal(i, later, 5 * H + i * M, by="rep", kind=HUMAN))
+        return r
+
+    forward = week(back=False)
+    assert forward.of("override") == [] and forward.of("override_rate") == []
+    backward = week(back=True)
+    assert len(backward.of("override")) == 6
+    assert backward.of("override_rate")[0].details["rate"] == 0.25  # 5 of 20 on the fifth revert
+
+
+def test_one_warning_per_episode_then_evidence_until_the_rate_falls_back():
+    det, state, policy = OverrideRateDetector(), {}, Policy()
+    agent_changes(det, state, policy, DAY0, 20)
+    first = [f for i in range(8) for f in det.on_finding(override(DAY0 + H + i, i), state, policy)]
+    assert [f.severity for f in first] == [Severity.WARNING, Severity.INFO, Severity.INFO, Severity.INFO]
+    assert "still above" in first[-1].summary
+    # a week later the incident's overrides have left the window; normal work, one override: re-armed
+    later = DAY0 + 8 * DAY_MS
+    agent_changes(det, state, policy, later, 40, start=100)
+    assert det.on_finding(override(later + H, 100), state, policy) == []
+    assert "low" not in state["enricher"]["a"]
+    # a new episode warns again
+    again = [
+        f for i in range(1, 12) for f in det.on_finding(override(later + 2 * H + i, 100 + i), state, policy)
+    ]
+    assert again and again[0].severity is Severity.WARNING
+    assert [f.severity for f in again].count(Severity.WARNING) == 1

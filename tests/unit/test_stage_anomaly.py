@@ -302,3 +302,22 @@ def test_state_bounded_and_deterministic():
     later = r.last_obs.event.occurred_at + 91 * D
     assert StageAnomalyDetector.compact(r.states["stage_anomaly"], later) == 200
     assert SupportContextDetector.compact(r.states["stage_support_context"], later) == 7
+
+
+def test_stage_progress_is_shared_with_override():
+    from detectors.pipelines_default import progress, stage_field, stage_value
+
+    s = StageAnomalySettings()
+    assert progress(s, "hubspot", None, "qualifiedtobuy", "contractsent") == 1
+    assert progress(s, "hubspot", None, "contractsent", "closedlost") == 1  # closing: the end of the road
+    assert progress(s, "hubspot", None, "closedwon", "contractsent") == -1  # reopening
+    assert progress(s, "hubspot", None, "closedwon", "closedlost") == 0
+    assert progress(s, "hubspot", None, "qualifiedtobuy", "mystery") is None
+    assert progress(s, "salesforce", None, stage_value(" Closed Won "), stage_value("Prospecting")) == -1
+    assert progress(s, "pipedrive", "1", stage_value(3), stage_value("2")) == -1
+    own = StageAnomalySettings(
+        pipelines={"hubspot": {"default": {"stages": ["b", "a"], "won": ["w"]}}},
+        stage_fields={"hubspot": "st"},
+    )
+    assert progress(own, "hubspot", "default", "a", "b") == -1 and stage_field(own, "hubspot") == "st"
+    assert stage_field(s, "salesforce") == "StageName" and stage_field(s, "acme") is None
