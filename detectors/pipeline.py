@@ -65,10 +65,17 @@ class RecordStage:
         obs = self.record_state.apply(event, states[RECORD_STATE])
         if obs is None:
             return None, []
+        return obs, self.detect(obs, states)
+
+    def detect(self, obs: Observation, states: StateSet) -> list[Finding]:
+        """The record detectors over an observation the record state made (the second half of `process`)."""
         findings: list[Finding] = []
+        policy = self.policy
         for detector in self.detectors:
-            findings.extend(detector.observe(obs, states[detector.name], self.policy))
-        return obs, findings
+            found = detector.observe(obs, states[detector.name], policy)
+            if found:
+                findings.extend(found)
+        return findings
 
 
 class LinkStage:
@@ -84,8 +91,9 @@ class LinkStage:
     def keys(self, obs: Observation) -> list[tuple[str, str]]:
         """(detector, key) pairs the observation must visit, each in its key's partition."""
         out = []
+        policy = self.policy
         for name, detector in self.detectors.items():
-            for key in detector.link_keys(obs, self.policy):
+            for key in detector.link_keys(obs, policy):
                 out.append((name, key))
         return out
 
@@ -105,14 +113,24 @@ class ActorStage:
     def state_names(self) -> list[str]:
         return [ALERTS_STATE] + [d.name for d in self.detectors]
 
-    def process_observation(self, obs: Observation, states: StateSet) -> ActorResult:
-        result = ActorResult()
+    def process_observation(
+        self, obs: Observation, states: StateSet, result: ActorResult | None = None
+    ) -> ActorResult:
+        """The actor detectors over an observation; adds to `result` when given (else a new one)."""
+        if result is None:
+            result = ActorResult()
+        seen = len(result.findings)
+        policy = self.policy
         for detector in self.detectors:
-            for finding in detector.observe(obs, states[detector.name], self.policy):
-                self._conclude(finding, states, result)
-        if not result.findings:
+            found = detector.observe(obs, states[detector.name], policy)
+            if found:
+                for finding in found:
+                    self._conclude(finding, states, result)
+        if len(result.findings) == seen:
             # Quiet traffic still moves event time forward: resolve alerts gone quiet.
-            result.alerts.extend(self.alerts.tick(obs.actor_key, obs.event.occurred_at, states[ALERTS_STATE]))
+            resolved = self.alerts.tick(obs.actor_key, obs.event.occurred_at, states[ALERTS_STATE])
+            if resolved:
+                result.alerts.extend(resolved)
         return result
 
     def flush(self, now_ms: int, states: StateSet) -> ActorResult:
@@ -128,9 +146,12 @@ class ActorStage:
                     self._conclude(finding, states, result)
         return result
 
-    def process_finding(self, finding: Finding, states: StateSet) -> ActorResult:
-        """An upstream finding (record or link stage) for this actor."""
-        result = ActorResult()
+    def process_finding(
+        self, finding: Finding, states: StateSet, result: ActorResult | None = None
+    ) -> ActorResult:
+        """An upstream finding (record or link stage) for this actor; adds to `result` when given."""
+        if result is None:
+            result = ActorResult()
         self._conclude(finding, states, result)
         for detector in self.listeners:
             for derived in detector.on_finding(finding, states[detector.name], self.policy):
@@ -160,16 +181,32 @@ class Guard:
 
     def process(self, event: ChangeEvent) -> Output:
         """Run one event through every stage."""
-        event = self.attributor.attribute(event)
-        obs, upstream = self.record.process(event, self.states)
+        obs = self.observe(event)
         if obs is None:
             return Output(duplicate=True)
-        for name, key in self.link.keys(obs):
-            upstream.extend(self.link.process(name, key, obs, self.states))
+        return self.process_downstream(obs)
+
+    def observe(self, event: ChangeEvent) -> Observation | None:
+        """The first half of `process`: attribution and the record state (None: a redelivery).
+
+        The halves share no state (only this one reads and writes the record state; every
+        detector after it keeps its own), so they may run in two processes: app/replay.py with
+        workers=2 hands the observations from one to the other, in order."""
+        return self.record.record_state.apply(self.attributor.attribute(event), self.states[RECORD_STATE])
+
+    def process_downstream(self, obs: Observation) -> Output:
+        """The second half of `process`: the record detectors, the link stage, then the actor stage
+        (the observation, then the record and link findings, in order)."""
+        states = self.states
+        upstream = self.record.detect(obs, states)
+        link = self.link
+        for name, key in link.keys(obs):
+            upstream.extend(link.process(name, key, obs, states))
+        actor = self.actor
         out = Output(observation=obs)
-        _merge(out, self.actor.process_observation(obs, self.states))
+        actor.process_observation(obs, states, out)
         for finding in upstream:
-            _merge(out, self.actor.process_finding(finding, self.states))
+            actor.process_finding(finding, states, out)
         return out
 
     def finish(self, now_ms: int) -> Output:

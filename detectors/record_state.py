@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from detectors.base import Observation, Prior, State
-from detectors.events import ActorKind, ChangeEvent, RelatedRecord, ObjectType
+from detectors.events import ActorKind, ChangeEvent, ObjectType, RelatedRecord, trusted_related
 from detectors.settings import RecordStateSettings
 
 _RECENT_IDS = 16
@@ -41,53 +41,75 @@ class RecordState:
     def apply(self, event: ChangeEvent, state: State) -> Observation | None:
         """Update the record's entry; None when this event id was already applied (redelivery)."""
         key = event.record_key
+        event_id = event.event_id
         entry = state.get(key)
         known = entry is not None
         if entry is None:
             entry = {"f": {}, "r": [], "e": [], "t": 0, "d": False}
-        elif event.event_id in entry["e"]:
+        elif event_id in entry["e"]:
             return None
         fields: dict[str, list[Any]] = entry["f"]
         priors: dict[str, Prior | None] = {}
         limit = self.settings.max_value_chars
         actor = event.actor
+        actor_id = actor.id
+        kind_value = actor.kind._value_
+        at = event.occurred_at
         for change in event.changes:
-            held = fields.get(change.field)
-            if held is not None and held[3] > event.occurred_at:
-                # Out of order: a later change is already known; this one must not replace it.
-                priors[change.field] = None
-                continue
+            name = change.field
+            held = fields.get(name)
             if held is not None:
-                priors[change.field] = Prior(held[0], held[1], ActorKind(held[2]), held[3], held[4])
+                if held[3] > at:
+                    # Out of order: a later change is already known; this one must not replace it.
+                    priors[name] = None
+                    continue
+                kind = _KINDS.get(held[2])
+                if kind is None:
+                    kind = ActorKind(held[2])
+                priors[name] = Prior(held[0], held[1], kind, held[3], held[4])
             elif change.has_old:
-                priors[change.field] = Prior(_cut(change.old, limit), "unknown", ActorKind.UNKNOWN, 0, "")
+                priors[name] = Prior(_cut(change.old, limit), "unknown", ActorKind.UNKNOWN, 0, "")
             else:
-                priors[change.field] = None
-            fields[change.field] = [_cut(change.new, limit), actor.id, actor.kind.value, event.occurred_at, event.event_id]
-        if event.related or entry["r"]:
-            related = _merge_related(entry["r"], event.related)
-            entry["r"] = [[r.object_type.value, r.record_id] for r in related]
+                priors[name] = None
+            new = change.new
+            if new.__class__ is not str or len(new) > limit:
+                new = _cut(new, limit)
+            fields[name] = [new, actor_id, kind_value, at, event_id]
+        known_related = entry["r"]
+        if event.related:
+            related = _merge_related(known_related, event.related)
+            entry["r"] = [[r.object_type._value_, r.record_id] for r in related]
+        elif known_related:
+            remembered = _known_related(known_related)
+            if remembered is None:  # not in the shape this class writes: rebuild it as before
+                related = _merge_related(known_related, ())
+                entry["r"] = [[r.object_type._value_, r.record_id] for r in related]
+            else:
+                related = remembered
         else:
             related = ()
         recent = entry["e"]
-        recent.append(event.event_id)
+        recent.append(event_id)
         if len(recent) > _RECENT_IDS:
             del recent[0]
-        entry["t"] = max(entry["t"], event.occurred_at)
-        if event.operation == "delete":
+        if at > entry["t"]:
+            entry["t"] = at
+        operation = event.operation
+        if operation == "delete":
             entry["d"] = True
-        elif event.operation in ("restore", "create"):
+        elif operation == "restore" or operation == "create":
             entry["d"] = False
         if known:
             del state[key]  # re-insert: dict order doubles as recency order for eviction
         state[key] = entry
-        self._evict(state)
+        if len(state) > self.settings.max_records:
+            self._evict(state)
         return Observation(event=event, priors=priors, related=related, record_known=known)
 
     def _evict(self, state: State) -> None:
         excess = len(state) - self.settings.max_records
         if excess > 0:
-            for key in list(_first_keys(state, excess)):
+            for key in _first_keys(state, excess):
                 del state[key]
 
     def compact(self, state: State, now_ms: int) -> int:
@@ -117,10 +139,33 @@ def _cut(value: Any, limit: int) -> Any:
     return value
 
 
+_KINDS = {kind.value: kind for kind in ActorKind}
+_OBJECT_TYPES = {kind.value: kind for kind in ObjectType}
+
+
+def _related_record(object_type: str, record_id: str) -> RelatedRecord:
+    """RelatedRecord(object_type=ObjectType(t), record_id=rid), without re-validating what we wrote."""
+    kind = _OBJECT_TYPES.get(object_type)
+    if kind is None or record_id.__class__ is not str:
+        return RelatedRecord(object_type=ObjectType(object_type), record_id=record_id)
+    return trusted_related(kind, record_id)
+
+
+def _known_related(known: list[list[str]]) -> tuple[RelatedRecord, ...] | None:
+    """The remembered associations when the event brings none: what `_merge_related(known, ())`
+    gives, when `known` is what this class writes (distinct pairs, at most _MAX_RELATED); else None."""
+    if len(known) > _MAX_RELATED:
+        return None
+    out = tuple([_related_record(t, rid) for t, rid in known])
+    if len(known) > 1 and len({(t, rid) for t, rid in known}) != len(known):
+        return None
+    return out
+
+
 def _merge_related(known: list[list[str]], new: tuple[RelatedRecord, ...]) -> tuple[RelatedRecord, ...]:
-    merged = {(t, rid): RelatedRecord(object_type=ObjectType(t), record_id=rid) for t, rid in known}
+    merged = {(t, rid): _related_record(t, rid) for t, rid in known}
     for rel in new:
-        key = (rel.object_type.value, rel.record_id)
+        key = (rel.object_type._value_, rel.record_id)
         if rel.removed:
             merged.pop(key, None)
         else:

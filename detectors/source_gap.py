@@ -19,8 +19,10 @@ class SourceGapDetector:
 
     def observe(self, obs: Observation, state: State, policy: Policy) -> list[Finding]:
         event = obs.event
+        if event.operation != "gap":  # first: the cheap test that ends most calls
+            return []
         settings = policy.detectors.source_gap
-        if event.operation != "gap" or not settings.enabled:
+        if not settings.enabled:
             return []
         kind = next((str(c.new) for c in event.changes if c.field == "__gap__"), "GAP")
         return [finding_for(

@@ -21,8 +21,10 @@ class UnattributedActorDetector:
 
     def observe(self, obs: Observation, state: State, policy: Policy) -> list[Finding]:
         event = obs.event
+        if event.actor.kind is not ActorKind.UNKNOWN:  # first: the cheap test that ends most calls
+            return []
         settings = policy.detectors.unattributed_actor
-        if event.actor.kind is not ActorKind.UNKNOWN or not settings.enabled or event.operation == "gap":
+        if not settings.enabled or event.operation == "gap":
             return []
         identity = event.actor.identity.describe()
         return [finding_for(

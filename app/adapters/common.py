@@ -20,6 +20,7 @@ _NUMERIC = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_MS = 7_258_118_400_000  # 2200-01-01: anything later is a unit mistake, not a time
 _ONE_MS = timedelta(milliseconds=1)
+_MIN_MS_NUMBER = 100_000_000_000  # 1e11: below it a number is seconds
 
 
 def to_ms(value: Any, field: str) -> int:
@@ -29,6 +30,9 @@ def to_ms(value: Any, field: str) -> int:
     10-character timestamps), below 1e14 milliseconds (HubSpot, Salesforce), below 1e17
     microseconds, else nanoseconds. An ISO string without a zone is taken as UTC.
     """
+    if value.__class__ is int and _MIN_MS_NUMBER <= value <= _MAX_MS:
+        ms: int = value
+        return ms  # the common case: epoch ms as a JSON integer (what the general path gives too)
     if value is None:
         raise missing(field)
     if isinstance(value, bool):
@@ -80,6 +84,14 @@ def _iso_ms(text: str, field: str) -> int:
 
 def id_str(value: Any, field: str) -> str:
     """A vendor id as a string: ints and integral floats become digits, strings are stripped."""
+    cls = value.__class__
+    if cls is str:
+        text: str = value.strip()
+        if text:
+            return text
+        raise missing(field)
+    if cls is int:
+        return str(value)
     if value is None:
         raise missing(field)
     if isinstance(value, bool):
@@ -100,13 +112,22 @@ def id_str(value: Any, field: str) -> str:
 
 def opt_id(value: Any, field: str) -> str | None:
     """Like `id_str`, but None (or an empty string) stays None."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if value is None:
+        return None
+    cls = value.__class__
+    if cls is str:
+        return value.strip() or None
+    if cls is int:
+        return str(value)
+    if isinstance(value, str) and not value.strip():
         return None
     return id_str(value, field)
 
 
 def opt_str(value: Any) -> str | None:
     """A free-form vendor label (changeSource, change_source) as a stripped string, or None."""
+    if value.__class__ is str:
+        return value.strip() or None
     if value is None or isinstance(value, (dict, list)):
         return None
     text = str(value).strip()

@@ -24,7 +24,18 @@ from typing import Any
 
 from app.adapters.common import as_bool, id_str, make_actor, opt_id, opt_str, require_dict, to_ms
 from app.adapters.errors import AdapterError, bad_type, missing
-from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, RelatedRecord
+from detectors.events import (
+    ALL_EVENT_FIELDS,
+    Actor,
+    ActorKind,
+    ChangeEvent,
+    FieldChange,
+    ObjectType,
+    RelatedRecord,
+    trusted_change,
+    trusted_event,
+    trusted_related,
+)
 
 VENDOR = "hubspot"
 
@@ -161,18 +172,24 @@ def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
 
 def normalize_one(element: Any) -> ChangeEvent:
     """One notification to one event."""
-    note = require_dict(element, "element")
+    note = element if element.__class__ is dict else require_dict(element, "element")
     sub_type = note.get("subscriptionType")
-    if sub_type is None:
-        raise missing("subscriptionType", "notification")
-    if not isinstance(sub_type, str) or "." not in sub_type:
-        raise bad_type("subscriptionType", "of the form object.action")
-    object_name, _, action_name = sub_type.partition(".")
-    operation = _ACTIONS.get(action_name)
-    if operation is None:
-        raise AdapterError(
-            "unknown_subscription_type", f"subscriptionType {sub_type[:64]} is not a CRM change"
-        )
+    parsed = _SUB_TYPES.get(sub_type) if sub_type.__class__ is str else None
+    if parsed is None:
+        if sub_type is None:
+            raise missing("subscriptionType", "notification")
+        if not isinstance(sub_type, str) or "." not in sub_type:
+            raise bad_type("subscriptionType", "of the form object.action")
+        object_name, _, action_name = sub_type.partition(".")
+        operation = _ACTIONS.get(action_name)
+        if operation is None:
+            raise AdapterError(
+                "unknown_subscription_type", f"subscriptionType {sub_type[:64]} is not a CRM change"
+            )
+        if len(_SUB_TYPES) < 1024:
+            _SUB_TYPES[sub_type] = (object_name, operation)
+    else:
+        object_name, operation = parsed
     source_object, object_type = _object_of(object_name, note)
 
     event_id_raw = id_str(note.get("eventId"), "eventId")
@@ -191,7 +208,7 @@ def normalize_one(element: Any) -> ChangeEvent:
         record_id = id_str(note.get("fromObjectId", note.get("objectId")), "fromObjectId")
         to_id = id_str(note.get("toObjectId"), "toObjectId")
         removed = as_bool(note.get("associationRemoved", False))
-        related = (RelatedRecord(object_type=_association_target(note), record_id=to_id, removed=removed),)
+        related = (trusted_related(_association_target(note), to_id, removed),)
         suffix = f":{to_id}" + (":removed" if removed else "")
     else:
         record_id = id_str(note.get("objectId"), "objectId")
@@ -201,10 +218,11 @@ def normalize_one(element: Any) -> ChangeEvent:
                 raise missing("propertyName", "propertyChange")
             if not isinstance(prop, str) or not prop.strip():
                 raise bad_type("propertyName", "a property name")
-            changes = (FieldChange(field=prop, new=note.get("propertyValue")),)
+            changes = (trusted_change(prop, note.get("propertyValue")),)
             suffix = f":{prop}"
 
-    return ChangeEvent(
+    # Every value above has its field's type already: no validation needed (see detectors/events.py).
+    return trusted_event(
         event_id=f"hubspot:{portal}:{event_id_raw}{suffix}",
         source=VENDOR,
         source_event_id=event_id_raw,
@@ -218,7 +236,12 @@ def normalize_one(element: Any) -> ChangeEvent:
         merged_record_ids=merged,
         related=related,
         bulk=(change_source or "").upper() in BULK_SOURCES,
+        fields_set=ALL_EVENT_FIELDS,
     )
+
+
+# subscriptionType -> (object name, operation), parsed once per type. Bounded: types are few.
+_SUB_TYPES: dict[str, tuple[str, str]] = {}
 
 
 def _object_of(object_name: str, note: dict[str, Any]) -> tuple[str, ObjectType]:
@@ -233,8 +256,22 @@ def _object_of(object_name: str, note: dict[str, Any]) -> tuple[str, ObjectType]
     return name, _NAMED_TYPES.get(name.lower(), ObjectType.OTHER)
 
 
+_ACTOR_CACHE: dict[tuple[str | None, str | None], Actor] = {}
+
+
 def _actor(change_source: str | None, source_id: Any) -> Actor:
     sid = opt_str(source_id)
+    key = (change_source, sid)
+    actor = _ACTOR_CACHE.get(key)
+    if actor is None:
+        actor = _build_actor(change_source, sid)
+        if len(_ACTOR_CACHE) >= 10_000:
+            _ACTOR_CACHE.clear()
+        _ACTOR_CACHE[key] = actor
+    return actor
+
+
+def _build_actor(change_source: str | None, sid: str | None) -> Actor:
     user_id = app_id = None
     if sid is not None:
         key, sep, rest = sid.partition(":")

@@ -32,7 +32,19 @@ from typing import Any
 
 from app.adapters.common import as_bool, id_str, make_actor, opt_id, opt_str, require_dict, to_ms
 from app.adapters.errors import AdapterError, missing
-from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, RelatedRecord, is_blank
+from detectors.events import (
+    Actor,
+    ActorKind,
+    ChangeEvent,
+    FieldChange,
+    ObjectType,
+    RelatedRecord,
+    is_blank,
+    trusted_change,
+    trusted_change_old,
+    trusted_event,
+    trusted_related,
+)
 
 VENDOR = "pipedrive"
 
@@ -153,7 +165,7 @@ def _v2(body: dict[str, Any], meta: dict[str, Any]) -> ChangeEvent:
     merged: tuple[str, ...] = ()
     changes: tuple[FieldChange, ...] = ()
     if operation == "create" and data is not None:
-        changes = tuple(FieldChange(field=f, new=v) for f, v in _fields(data) if not is_blank(v))
+        changes = tuple([trusted_change(f, v) for f, v in _fields(data) if not is_blank(v)])
     elif operation == "update" and previous is not None:
         changes = _v2_changes(data or {}, previous)
     elif operation == "delete":
@@ -164,7 +176,8 @@ def _v2(body: dict[str, Any], meta: dict[str, Any]) -> ChangeEvent:
         merged_from = opt_id(meta.get("merged_from_id"), "meta.merged_from_id")
         merged = (merged_from,) if merged_from is not None and merged_from != record_id else ()
     related = _related(data if operation != "delete" else None, previous if operation == "update" else None)
-    return ChangeEvent(
+    # Field names are JSON object keys (str), ids come from id_str: built without validation.
+    return trusted_event(
         event_id=event_id,
         source=VENDOR,
         source_event_id=source_event_id,
@@ -201,14 +214,14 @@ def _v1(body: dict[str, Any], meta: dict[str, Any]) -> ChangeEvent:
     merged: tuple[str, ...] = ()
     changes: tuple[FieldChange, ...] = ()
     if operation == "create" and current is not None:
-        changes = tuple(FieldChange(field=f, new=v) for f, v in _fields(current) if not is_blank(v))
+        changes = tuple([trusted_change(f, v) for f, v in _fields(current) if not is_blank(v)])
     elif operation == "update" and current is not None and previous is not None:
         before = dict(_fields(previous))
-        changes = tuple(
-            FieldChange(field=f, new=v, old=before.get(f), has_old=f in before)
+        changes = tuple([
+            trusted_change_old(f, v, before.get(f), f in before)
             for f, v in _fields(current)
             if before.get(f) != v
-        )
+        ])
     elif operation == "merge":
         loser = opt_id((previous or {}).get("id"), "previous.id")
         if current is not None and current.get("id") is not None:
@@ -217,7 +230,7 @@ def _v1(body: dict[str, Any], meta: dict[str, Any]) -> ChangeEvent:
     related = _related(
         current if operation != "delete" else None, previous if operation == "update" else None
     )
-    return ChangeEvent(
+    return trusted_event(
         event_id=f"pipedrive:{company}:{source_event_id}",
         source=VENDOR,
         source_event_id=source_event_id,
@@ -303,18 +316,12 @@ def _v2_changes(data: dict[str, Any], previous: dict[str, Any]) -> tuple[FieldCh
         if name == "custom_fields":
             if isinstance(old, dict):
                 for key, old_value in old.items():
-                    changes.append(
-                        FieldChange(
-                            field=key,
-                            new=custom_value(current_custom.get(key)),
-                            old=custom_value(old_value),
-                            has_old=True,
-                        )
-                    )
+                    new = custom_value(current_custom.get(key))
+                    changes.append(trusted_change_old(key, new, custom_value(old_value), True))
             continue
         if name in DERIVED_FIELDS:
             continue
-        changes.append(FieldChange(field=name, new=data.get(name), old=old, has_old=True))
+        changes.append(trusted_change_old(name, data.get(name), old, True))
     return tuple(changes)
 
 
@@ -336,9 +343,9 @@ def _related(data: dict[str, Any] | None, previous: dict[str, Any] | None) -> tu
     for field, kind in RELATION_FIELDS.items():
         new_id = _ref(data.get(field)) if data is not None else None
         if new_id is not None:
-            out.append(RelatedRecord(object_type=kind, record_id=new_id))
+            out.append(trusted_related(kind, new_id))
         if previous is not None and field in previous:
             old_id = _ref(previous.get(field))
             if old_id is not None and old_id != new_id:
-                out.append(RelatedRecord(object_type=kind, record_id=old_id, removed=True))
+                out.append(trusted_related(kind, old_id, True))
     return tuple(out)

@@ -34,7 +34,19 @@ from typing import Any
 
 from app.adapters.common import make_actor, opt_id, opt_str, require_dict, to_ms
 from app.adapters.errors import AdapterError, bad_type, missing
-from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, RelatedRecord, is_blank
+from detectors.events import (
+    ALL_EVENT_FIELDS,
+    Actor,
+    ActorKind,
+    ChangeEvent,
+    FieldChange,
+    ObjectType,
+    RelatedRecord,
+    is_blank,
+    trusted_change,
+    trusted_event,
+    trusted_related,
+)
 
 VENDOR = "salesforce"
 HEADER = "ChangeEventHeader"
@@ -73,6 +85,7 @@ _SF_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 _ORIGIN = re.compile(r"^com/salesforce/api/([^/;]+)(?:/[^;]*)?(?:;client=(.*))?$")
 _BITMAP = re.compile(r"^(?:(\d+)-)?0[xX]([0-9a-fA-F]+)$")
 _AVRO_PRIMITIVES = frozenset({"string", "long", "int", "double", "float", "boolean", "bytes"})
+_EVENT_FIELDS_SET = ALL_EVENT_FIELDS - {"merged_record_ids"}  # the fields `normalize` names
 
 
 def looks_like(payload: Any) -> bool:
@@ -113,7 +126,10 @@ def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
     if located is None:
         raise AdapterError("unknown_shape", "not a Salesforce change event (no ChangeEventHeader)")
     body, replay, channel = located
-    header = {str(k).lower(): _unwrap(v) for k, v in require_dict(body[HEADER], HEADER).items()}
+    header = {
+        _lower(k): v if v.__class__ is not dict else _unwrap(v)
+        for k, v in require_dict(body[HEADER], HEADER).items()
+    }
 
     entity = opt_str(header.get("entityname")) or _entity_from_channel(channel)
     if entity is None:
@@ -140,19 +156,21 @@ def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
     api, client = parse_change_origin(origin)
     actor = _actor(origin, api, client, opt_id(header.get("commituser"), "commitUser"))
 
+    # Field names are str (header names are str()-ed by _names, body keys are JSON object keys), so
+    # the events are built without validation (see detectors/events.py).
     if gap:
-        changes: tuple[FieldChange, ...] = (FieldChange(field="__gap__", new=change_type),)
+        changes: tuple[FieldChange, ...] = (trusted_change("__gap__", change_type),)
     elif operation in ("create", "restore"):
-        changes = tuple(FieldChange(field=f, new=v) for f, v in _all_fields(body))
+        changes = tuple([trusted_change(f, v) for f, v in _all_fields(body)])
     elif operation == "update":
-        changes = tuple(FieldChange(field=f, new=v) for f, v in _update_fields(body, header))
+        changes = tuple([trusted_change(f, v) for f, v in _update_fields(body, header)])
     else:
         changes = ()
     related = _related(changes)
     bulk = len(record_ids) > 1 or (api or "").lower().startswith("bulk")
     object_type = OBJECT_TYPES.get(entity, ObjectType.OTHER)
     events = [
-        ChangeEvent(
+        trusted_event(
             event_id=f"{base_id}:{record_id}",
             source=VENDOR,
             source_event_id=source_event_id,
@@ -165,10 +183,24 @@ def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
             actor=actor,
             related=related,
             bulk=bulk,
+            fields_set=_EVENT_FIELDS_SET,
         )
         for record_id in record_ids
     ]
     return events, []
+
+
+_LOWER: dict[str, str] = {}
+
+
+def _lower(key: Any) -> str:
+    """str(key).lower(), remembered for the few header names there are (bounded)."""
+    low = _LOWER.get(key) if key.__class__ is str else None
+    if low is None:
+        low = str(key).lower()
+        if key.__class__ is str and len(_LOWER) < 1024:
+            _LOWER[key] = low
+    return low
 
 
 def parse_change_origin(origin: str | None) -> tuple[str | None, str | None]:
@@ -407,5 +439,5 @@ def _related(changes: tuple[FieldChange, ...]) -> tuple[RelatedRecord, ...]:
         kind = _ID_PREFIXES.get(value[:3])
         if kind is not None:
             seen.add(value)
-            out.append(RelatedRecord(object_type=kind, record_id=value))
+            out.append(trusted_related(kind, value))
     return tuple(out)

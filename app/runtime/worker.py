@@ -8,6 +8,7 @@ the web server hangs; the stages are mode.Services started as runtime dependenci
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -147,6 +148,12 @@ class GuardRuntime(Service):
         self.metrics.up.set(0)
         if self.producer is not None:
             await self.producer.stop()
+
+    @Service.timer(2.0)
+    async def _freeze_gc(self) -> None:
+        """Move long-lived state out of the collector's reach: full collections walking a heap
+        of partition state stalled every stage for up to a second (docs/latency-recovery.md)."""
+        gc.freeze()
 
     @Service.timer(5.0)
     async def _refresh_gauges(self) -> None:
