@@ -74,7 +74,7 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from app.config import Settings, Topics  # noqa: E402
+from app.config import Settings, Topics, load_settings  # noqa: E402
 
 PORTAL = 62515
 CONTACTS = 200_000
@@ -135,10 +135,17 @@ def policy_yaml(fault_agents: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_batch_records() -> int:
+    return load_settings(env={k: v for k, v in os.environ.items() if k != "CRM_GUARD_CONFIG"}).batch_max_records
+
+
 def bench_settings(bootstrap: str, suffix: str, partitions: int) -> Settings:
     topics = Topics(**{k: f"{v}.lat{suffix}" for k, v in Topics().model_dump().items()})
-    return Settings(bootstrap_servers=bootstrap, group_id=f"bench-lat-{suffix}", partitions=partitions,
-                    topics=topics, web_port=0, state_dir=f"/tmp/crm-guard-bench-latency-{suffix}")  # noqa: S108
+    # Runtime settings the bench does not own (e.g. CRM_GUARD_BATCH_MAX_RECORDS) come from the environment.
+    base = load_settings(env={k: v for k, v in os.environ.items() if k != "CRM_GUARD_CONFIG"})
+    return base.model_copy(update={
+        "bootstrap_servers": bootstrap, "group_id": f"bench-lat-{suffix}", "partitions": partitions,
+        "topics": topics, "web_port": 0, "state_dir": f"/tmp/crm-guard-bench-latency-{suffix}"})  # noqa: S108
 
 
 # ------------------------------------------------------------------------------------- traffic
@@ -427,9 +434,9 @@ def stage_costs(args: argparse.Namespace, deliveries: int = 2000) -> dict[str, A
         """One stage over `records` in batches, as BatchStage._process_batch does (minus Kafka)."""
         out = Emit()
         t0 = time.process_time()
-        for start in range(0, len(records), Settings().batch_max_records):
+        for start in range(0, len(records), bench_batch_records()):
             emit = Emit()
-            for rec in records[start:start + Settings().batch_max_records]:
+            for rec in records[start:start + bench_batch_records()]:
                 stage.handle(rec, stage.partitions.get(rec.partition), emit)
             stage.after_batch(emit)
             changelog = [c for st in stage.partitions.values() for c in st.drain_changes()]
@@ -502,7 +509,7 @@ def report_costs(costs: dict[str, Any], send_cost: float, read_cost: float) -> f
     events = costs["events"]
     print(f"\ncost model: CPU per event of one worker, measured in this process without a broker "
           f"({events:,} background events; the runtime's stage classes, batches of "
-          f"{Settings().batch_max_records})")
+          f"{bench_batch_records()})")
     total = 0.0
     for name, seconds in costs["spent"].items():
         us = seconds / events * 1e6
@@ -924,7 +931,7 @@ async def main_async(args: argparse.Namespace) -> None:
               f"measured {args.duration}s, {args.faults_per_s} faults/s (alternating unattributed / "
               f"denied_field), partitions {args.partitions}, "
               f"guard producer idempotent={args.idempotent}, batch_max_records "
-              f"{Settings().batch_max_records}, guard workers {args.workers}, "
+              f"{bench_batch_records()}, guard workers {args.workers}, "
               f"{experiment}"
               f"hop breakdown={'on' if args.breakdown else 'off'}; "
               f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

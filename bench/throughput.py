@@ -117,7 +117,7 @@ async def guard_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{k: f"{v}.bench{suffix}" for k, v in Topics().model_dump().items()})
     settings = Settings(bootstrap_servers=bootstrap, group_id=f"bench-{suffix}", partitions=partitions,
-                        topics=topics, batch_max_records=5000)
+                        topics=topics, batch_max_records=int(os.environ.get("CRM_GUARD_BATCH_MAX_RECORDS", "1000")))
     runtime = GuardRuntime(settings, parse_policy(POLICY), encode_pause=lambda p: (topics.pause, p.agent.encode(), b"{}"),
                            idempotent=idempotent)
     await runtime.start()

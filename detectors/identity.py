@@ -6,12 +6,14 @@ phone numbers (E.164 through `phonenumbers`), person name + company and company 
 turn each into a hashed identity key such as `email:3f2a...`. Only hashes leave this module, so no
 e-mail address or phone number lands in state keys, topics or findings.
 
-Pure functions; the only cost worth naming is phone parsing (~20 us per number), paid only when a
-phone field changes.
+Pure functions. Phone parsing costs ~20 us per number and text folding a few us, and the same
+values come back again and again (a record's prior values are re-read on every identity change),
+so both sit behind bounded LRU caches (`CACHE_SIZE` entries each, a few MB).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -55,6 +57,9 @@ _LEGAL_SUFFIXES = frozenset(
         "llp",
     }
 )
+
+CACHE_SIZE = 65_536
+"""Entries of each normalization cache (phone, text): about 10 MB each at most."""
 
 PERSON = "p"
 ORG = "o"
@@ -101,6 +106,11 @@ def normalize_phone(raw: JsonValue, region: str = "US") -> str | None:
         raw = str(raw)
     if not isinstance(raw, str) or not raw.strip():
         return None
+    return _e164(raw, region)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _e164(raw: str, region: str) -> str | None:
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
@@ -116,6 +126,11 @@ def normalize_text(raw: JsonValue) -> str | None:
         raw = str(raw)
     if not isinstance(raw, str):
         return None
+    return _fold(raw)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _fold(raw: str) -> str | None:
     text = unicodedata.normalize("NFKD", raw)
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
     text = _NON_WORD.sub(" ", text).strip()

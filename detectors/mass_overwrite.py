@@ -266,12 +266,14 @@ class MassOverwriteDetector:
             )
             details.update({"blanked_in_long_window": n_long, "fields_blanked": fields_blanked})
             summary = (
-                f"{who} blanked set values of {', '.join(fields_blanked)} on {count} records "
+                f"{who} blanked set values of {', '.join(policy.field_label(event.source, f) for f in fields_blanked)} "
+                f"on {count} records "
                 f"within {_span(window)}" + (" (high tier)" if high else "")
             )
         else:
             summary = (
-                f"{who} overwrote set values of {field} ({tier.value} tier) on {count} records "
+                f"{who} overwrote set values of {policy.field_label(event.source, field)} ({tier.value} tier) "
+                f"on {count} records "
                 f"within {_span(window)}"
             )
         return finding_for(obs, self.name, severity, summary, group=group, pause=pause, details=details)

@@ -233,7 +233,7 @@ class OverrideDetector:
         tier = policy.tier_of(event.source, field)
         verb = "reverted" if revert else "corrected"
         summary = (
-            f"human {event.source} user {event.actor.id} {verb} agent {agent}'s change of {field} on "
+            f"human {event.source} user {event.actor.id} {verb} agent {agent}'s change of {policy.field_label(event.source, field)} on "
             f"{event.object_type.value} {event.record_id} after {_span(delay)}"
         )
         return Finding(

@@ -192,7 +192,19 @@ class Policy(_Strict):
     integrations: list[IdentityRule] = Field(default_factory=list)
     defaults: Defaults = Field(default_factory=Defaults)
     fields: dict[str, TierLists] = Field(default_factory=dict)
+    field_labels: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Per vendor, field key -> the name people know it by. Pipedrive keys every custom field by a
+    40-character hash (`614c9a83...`); with its label (`UTM source`) here, alerts name the field
+    and tier lists, denied and allowed field patterns match the label too (as `utm_source`)."""
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
+
+    @model_validator(mode="after")
+    def _labels_are_names(self) -> "Policy":
+        for vendor, labels in self.field_labels.items():
+            for key, label in labels.items():
+                if not key.strip() or not label.strip():
+                    raise ValueError(f"field_labels.{vendor}: empty field key or label ({key!r}: {label!r})")
+        return self
 
     @model_validator(mode="after")
     def _agent_names_are_keys(self) -> "Policy":
@@ -209,6 +221,20 @@ class Policy(_Strict):
     def tier_of(self, vendor: str, field: str) -> Tier:
         """The sensitivity tier of a vendor's field: the policy's lists first, then the shipped ones."""
         return _tier_lookup(self)(vendor, field)
+
+    def field_label(self, vendor: str, field: str) -> str:
+        """The name to show people for a field: its label from `field_labels`, else the key."""
+        labels = self.field_labels.get(vendor)
+        return labels.get(field, field) if labels else field
+
+    def field_names(self, vendor: str, field: str) -> tuple[str, ...]:
+        """The names field patterns are matched against: the key, and its label written as a
+        field name (lower case, spaces and dashes as underscores: `UTM source` -> `utm_source`)."""
+        labels = self.field_labels.get(vendor)
+        label = labels.get(field) if labels else None
+        if label is None:
+            return (field,)
+        return (field, re.sub(r"[\s\-]+", "_", label.strip().lower()))
 
     def agent(self, name: str) -> AgentPolicy | None:
         """The named agent's policy, or None when it is not a configured agent."""
@@ -278,9 +304,9 @@ def _build_tier_lookup(policy: Policy) -> Any:
         tier = cache.get(key)
         if tier is None:
             tier = unknown
-            lowered = field.lower()
+            names = [name.lower() for name in policy.field_names(vendor, field)]
             for candidate, pattern in compiled.get(vendor, ()):
-                if pattern is not None and pattern.fullmatch(lowered):
+                if pattern is not None and any(pattern.fullmatch(name) for name in names):
                     tier = candidate
                     break
             if len(cache) < 100_000:

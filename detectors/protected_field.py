@@ -49,16 +49,18 @@ def field_matches(patterns: list[str] | None, field: str) -> bool:
 def scope_violation(
     agent: AgentPolicy, policy: Policy, source: str, field: str, creating: bool
 ) -> str | None:
-    """Why writing `field` is out of the agent's scope, or None. Shared with the proposal gate."""
-    if field_matches(agent.denied_fields, field):
+    """Why writing `field` is out of the agent's scope, or None. Shared with the proposal gate.
+    Patterns match the field's key or its label (Policy.field_names)."""
+    names = policy.field_names(source, field)
+    if any(field_matches(agent.denied_fields, name) for name in names):
         return "denied_field"
     if creating:
         return None
-    if agent.allowed_fields is not None and not field_matches(agent.allowed_fields, field):
+    allowed = agent.allowed_fields is not None and any(field_matches(agent.allowed_fields, name) for name in names)
+    if agent.allowed_fields is not None and not allowed:
         return "not_allowed_field"
-    if not agent.high_tier_allowed and policy.tier_of(source, field) is Tier.HIGH:
-        if agent.allowed_fields is None or not field_matches(agent.allowed_fields, field):
-            return "high_tier_field"
+    if not agent.high_tier_allowed and policy.tier_of(source, field) is Tier.HIGH and not allowed:
+        return "high_tier_field"
     return None
 
 
@@ -117,7 +119,7 @@ class ProtectedFieldDetector:
                     obs,
                     self.name,
                     Severity.CRITICAL,
-                    f"agent {event.actor.id} wrote protected field {change.field} ({why})",
+                    f"agent {event.actor.id} wrote protected field {policy.field_label(event.source, change.field)} ({why})",
                     group=change.field,
                     pause=pause,
                     details={

@@ -57,7 +57,14 @@ class IngestStage(BatchStage):
 
     name = "ingest"
 
+    EVENTS_PER_MESSAGE = 10
+    """What one raw message typically carries (a HubSpot delivery holds up to 100 notifications,
+    a Salesforce or Pipedrive message one). The batch bound is in events: `batch_max_records`
+    deliveries at once made ingest batches of ~10,000 events that held the other stages of the
+    worker back for half a second (bench/latency.py)."""
+
     def __init__(self, *, raw_topics: dict[str, str], changes_topic: str, max_payload_bytes: int, **kw: Any) -> None:
+        kw["max_records"] = max(1, kw.get("max_records", 1000) // self.EVENTS_PER_MESSAGE)
         super().__init__(topics=list(raw_topics.values()), changelog_topic=None, **kw)
         self.vendor_of = {topic: vendor for vendor, topic in raw_topics.items()}
         self.changes_topic = changes_topic
@@ -196,6 +203,7 @@ class ActorStageRunner(BatchStage):
         self.on_alert = on_alert
         self.on_finding = on_finding
         self.observations = 0  # changes seen by this stage (messages carry several)
+        self.timeline_findings: list[bytes] = []
 
     def state_names(self) -> list[str]:
         return self.stage.state_names()
@@ -225,9 +233,8 @@ class ActorStageRunner(BatchStage):
                 if self.metrics:
                     self.metrics.override(finding.agent)
             if self.timeline_topic and (finding.detector == "override" or finding.severity.value != "info"):
-                # attach the finding to the change it concerns on the record's timeline
-                emit.send(self.timeline_topic, finding.record_key,
-                          orjson.dumps({"record_key": finding.record_key, "findings": [finding.to_dict()]}))
+                # attached to the change it concerns on the record's timeline (sent per batch)
+                self.timeline_findings.append(orjson.dumps(finding.to_dict()))
             if self.on_finding:
                 self.on_finding(finding)
         for alert in result.alerts:
@@ -243,3 +250,11 @@ class ActorStageRunner(BatchStage):
             emit.send(topic, key, value)
             if self.metrics:
                 self.metrics.pause(pause.agent)
+
+    def after_batch(self, emit: Emit) -> None:
+        """The batch's timeline findings as `{"findings": [...]}` messages of at most CHUNK_BYTES:
+        one produce per chunk instead of one per finding (a velocity burst warns on every change)."""
+        if self.timeline_topic and self.timeline_findings:
+            for chunk in json_arrays(self.timeline_findings):
+                emit.send(self.timeline_topic, None, b'{"findings":' + chunk + b"}")
+        self.timeline_findings = []

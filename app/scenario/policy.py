@@ -14,13 +14,26 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from app.scenario.vendors import PIPEDRIVE_FIELDS
+from app.scenario.vendors import PIPEDRIVE_CUSTOM, PIPEDRIVE_FIELDS
 from app.scenario.world import AGENTS, Roster, build_actors
 from detectors.policy import Policy
 from detectors.settings import MassOverwriteSettings
 
 _PD_PERSON = PIPEDRIVE_FIELDS["person"]
 _PD_DEAL = PIPEDRIVE_FIELDS["deal"]
+
+
+
+def _pipedrive_labels() -> dict[str, str]:
+    """Custom field key -> its label as a Pipedrive account would show it (`UTM source`)."""
+    labels = {}
+    for obj, names in PIPEDRIVE_CUSTOM.items():
+        for name in names:
+            words = name.split("_")
+            label = " ".join(["UTM" if w == "utm" else w for w in words])
+            labels[PIPEDRIVE_FIELDS[obj][name]] = label[0].upper() + label[1:]
+    return dict(sorted(labels.items()))
+
 
 AGENT_SCOPES: dict[str, dict[str, Any]] = {
     "enrich-agent": {
@@ -201,6 +214,8 @@ def scenario_policy(roster: Roster, vendors: tuple[str, ...]) -> dict[str, Any]:
             },
             "salesforce": {"medium": ["Rating", "Status"]},
         },
+        # What Pipedrive's /v1/personFields and /v1/dealFields say of the custom fields' hash keys.
+        "field_labels": {"pipedrive": _pipedrive_labels()},
         "detectors": {
             "mass_overwrite": {"ignore_fields": ignore},
             "stage_anomaly": {

@@ -93,3 +93,8 @@ def test_empty_file_is_the_default_policy(tmp_path) -> None:  # type: ignore[no-
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_policy(empty).agents == {}
+
+
+def test_field_labels_must_not_be_empty() -> None:
+    with pytest.raises(PolicyError, match="field_labels"):
+        parse_policy("field_labels: {pipedrive: {abc: ' '}}\n")

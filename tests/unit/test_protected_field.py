@@ -115,3 +115,30 @@ def test_creation_window_is_configurable_and_state_stays_bounded() -> None:
     loose.feed(*[event(100 + i, {}, by="bot", at=i * 30_000, operation="create") for i in range(30)])
     assert len(loose.states["protected_field"]["bot"]["c"]) <= 3  # older than a minute: dropped
     assert loose.states["protected_field"].keys() == {"bot"}
+
+
+UTM_KEY = "614c9a83f625649313691b3ed6400cd0dacc32a7"  # a Pipedrive custom field key
+
+
+def labelled(**agent: object) -> Policy:
+    return Policy.model_validate({
+        "agents": {"bot": {"identities": [{"vendor": "pipedrive", "user_id": "1"}], **agent}},
+        "field_labels": {"pipedrive": {UTM_KEY: "UTM source"}},
+    })
+
+
+def test_a_pipedrive_custom_field_is_judged_and_named_by_its_label() -> None:
+    pol = labelled()
+    assert pol.tier_of("pipedrive", UTM_KEY).value == "high"  # shipped `utm_*` matches `utm_source`
+    assert Policy().tier_of("pipedrive", UTM_KEY).value == "low"  # without the label: an unknown field
+    run = Run(ProtectedFieldDetector(), policy=pol)
+    found = run.feed(event(1, {UTM_KEY: "enriched"}, by="bot", source="pipedrive"))
+    assert [(f.details["reason"], f.details["field"]) for f in found] == [("high_tier_field", UTM_KEY)]
+    assert "wrote protected field UTM source (high_tier_field)" in found[0].summary
+
+
+def test_denied_and_allowed_patterns_match_labels_too() -> None:
+    run = Run(ProtectedFieldDetector(), policy=labelled(high_tier_allowed=True, denied_fields=["utm_*"]))
+    assert run.feed(event(1, {UTM_KEY: "x"}, by="bot", source="pipedrive"))[0].details["reason"] == "denied_field"
+    run = Run(ProtectedFieldDetector(), policy=labelled(allowed_fields=["utm_source"]))
+    assert run.feed(event(1, {UTM_KEY: "x"}, by="bot", source="pipedrive")) == []
