@@ -19,6 +19,10 @@ log = logging.getLogger("crm_guard")
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
 
+EMBEDDED_FETCH_WAIT_MS = 25
+"""The stages' fetch wait on the embedded broker: each hop through tansu costs about this much."""
+
+
 def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, EmbeddedBroker | None]:
     settings = load_settings(file=args.config)
     if args.port is not None:
@@ -32,7 +36,9 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
             broker = start_embedded(log_path=str(Path(settings.state_dir) / "tansu.log"))
         except BrokerError as exc:
             raise SystemExit(f"crm-guard: cannot start the embedded broker: {exc}") from exc
-        settings = settings.with_overrides(bootstrap_servers=broker.bootstrap, partitions=min(settings.partitions, 3))
+        # tansu answers a fetch only when its wait expires (docs/latency-recovery.md): keep it short.
+        settings = settings.with_overrides(bootstrap_servers=broker.bootstrap, partitions=min(settings.partitions, 3),
+                                           fetch_max_wait_ms=min(settings.fetch_max_wait_ms, EMBEDDED_FETCH_WAIT_MS))
         print(f"embedded broker (tansu) on {broker.bootstrap}", flush=True)
     return settings, policy, broker
 

@@ -66,6 +66,7 @@ class Settings(BaseModel):
     web_port: int = 6066
     public_url: str = "http://127.0.0.1:6066"
     batch_max_records: int = Field(default=1000, gt=0)
+    fetch_max_wait_ms: int = Field(default=500, gt=0)
     max_payload_bytes: int = Field(default=1_000_000, gt=0)
     hubspot_client_secret: SecretStr | None = None
     pipedrive_user: str | None = None

@@ -921,6 +921,8 @@ async def main_async(args: argparse.Namespace) -> None:
         broker = start_embedded(log_path="/tmp/crm-guard-bench-latency-tansu.log")  # noqa: S108
         bootstrap = broker.bootstrap
         args.broker_pid = broker.process.pid
+        from app.cli_run import EMBEDDED_FETCH_WAIT_MS  # as `crm-guard run` does on tansu; workers inherit it
+        os.environ.setdefault("CRM_GUARD_FETCH_MAX_WAIT_MS", str(EMBEDDED_FETCH_WAIT_MS))
     try:
         print(f"broker: {bootstrap} ({'embedded tansu' if broker else 'given'}); cpus: {os.cpu_count()}; "
               f"python {sys.version.split()[0]}; code {code_version()}")

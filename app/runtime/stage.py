@@ -85,7 +85,8 @@ class BatchStage(Service):
         changelog_topic: str | None,
         client_kwargs: dict[str, Any],
         metrics: Any = None,
-        max_records: int = 5000,
+        max_records: int = 1000,
+        fetch_max_wait_ms: int = 500,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -98,6 +99,7 @@ class BatchStage(Service):
         self.client_kwargs = client_kwargs
         self.metrics = metrics
         self.max_records = max_records
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.partitions: dict[int, PartitionState] = {}
         self.batch_lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
@@ -126,6 +128,7 @@ class BatchStage(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             **self.client_kwargs,
         )
         await self.consumer.start()

@@ -115,6 +115,7 @@ class GuardRuntime(Service):
             "client_kwargs": kwargs,
             "metrics": self.metrics,
             "max_records": settings.batch_max_records,
+            "fetch_max_wait_ms": settings.fetch_max_wait_ms,
             "loop": self.loop,
             "beacon": self.beacon,
         }
