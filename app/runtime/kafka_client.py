@@ -25,6 +25,24 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def faust_credentials(settings: Settings) -> Any:
+    """The same SASL/TLS settings as `broker_credentials` for faust.App (its own clients connect too)."""
+    import faust  # the client module stays importable without Faust
+
+    ssl_context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        ssl_context = create_ssl_context(
+            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
+        )
+    if settings.sasl_mechanism:
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password is not None else None
+        return faust.SASLCredentials(username=settings.sasl_username, password=password,
+                                     mechanism=settings.sasl_mechanism, ssl_context=ssl_context)
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
 def make_producer(settings: Settings, idempotent: bool) -> AIOKafkaProducer:
     """acks=all always; idempotence where the broker offers it (Apache Kafka, not tansu)."""
     return AIOKafkaProducer(

@@ -20,7 +20,7 @@ from mode import Service
 
 from app.config import Settings
 from app.metrics import GuardMetrics
-from app.runtime.kafka_client import client_kwargs, make_producer
+from app.runtime.kafka_client import client_kwargs, faust_credentials, make_producer
 from app.runtime.stage import BatchStage
 from app.runtime.stages import ActorStageRunner, IngestStage, LinkStageRunner, PauseEncoder, RecordStageRunner
 from app.runtime.topics import changelog_topic, ensure_topics
@@ -253,6 +253,7 @@ def build_faust_app(settings: Settings, runtime: GuardRuntime, web: Service | No
         web_enabled=web is not None,
         datadir=f"{settings.state_dir}/faust",
         producer_acks=-1,
+        broker_credentials=faust_credentials(settings),
     )
     if web is not None:
         app.web_server(web)
