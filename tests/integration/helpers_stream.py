@@ -33,10 +33,9 @@ def guard_policy() -> Policy:
 
 def fresh_settings(bootstrap: str, unique: str, partitions: int = 3, **over: Any) -> Settings:
     names = {name: f"{value}.{unique}" for name, value in Topics().model_dump().items()}
-    return Settings(
-        bootstrap_servers=bootstrap, group_id=f"crm-guard-{unique}", partitions=partitions,
-        topics=Topics(**names), web_port=0, state_dir=f"/tmp/crm-guard-test-{unique}", batch_max_records=500, **over,
-    )
+    values: dict[str, Any] = {"web_port": 0, "state_dir": f"/tmp/crm-guard-test-{unique}", "batch_max_records": 500}
+    return Settings(bootstrap_servers=bootstrap, group_id=f"crm-guard-{unique}", partitions=partitions,
+                    topics=Topics(**names), **{**values, **over})
 
 
 def hubspot_change(event_id: int, object_id: int, prop: str, value: str, at: int,
