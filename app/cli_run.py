@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.broker.embedded import BrokerError, EmbeddedBroker, start_embedded
-from app.config import Settings, load_settings
+from app.config import Settings, SettingsError, load_settings
 from app.policy_file import load_policy
 
 log = logging.getLogger("crm_guard")
@@ -25,6 +27,11 @@ EMBEDDED_FETCH_WAIT_MS = 25
 
 def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, EmbeddedBroker | None]:
     settings = load_settings(file=args.config)
+    if getattr(args, "stages", None):
+        try:
+            settings = settings.with_overrides(stages=args.stages)
+        except ValidationError as exc:
+            raise SettingsError(f"--stages {args.stages}: {exc.errors()[0]['msg']}") from exc
     if args.port is not None:
         settings = settings.with_overrides(web_port=args.port, public_url=f"http://127.0.0.1:{args.port}")
     policy_path = args.policy or settings.policy_file or (str(DEMO_DIR / "policy.yaml") if demo else None)
@@ -81,6 +88,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run = sub.add_parser("run", help="run the guard worker (embedded broker when none is configured)")
     _add_common(run)
+    run.add_argument("--stages", metavar="LIST",
+                     help="comma-separated stages this worker runs (default: ingest,record,link,actor)")
     run.set_defaults(func=lambda a: _run_worker(a, demo=False))
     demo = sub.add_parser("demo", help="the guard on the embedded broker, replaying the demo incident live")
     _add_common(demo)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from app.sinks.routing import RoutingConfig
 
@@ -43,6 +43,10 @@ class Topics(BaseModel):
         return {"hubspot": self.raw_hubspot, "salesforce": self.raw_salesforce, "pipedrive": self.raw_pipedrive}[vendor]
 
 
+STAGES = ("ingest", "record", "link", "actor")
+"""The guard's stages in pipeline order (docs/ARCHITECTURE.md)."""
+
+
 class Settings(BaseModel):
     """Everything the worker needs. `bootstrap_servers` empty means: start the embedded broker."""
 
@@ -67,6 +71,11 @@ class Settings(BaseModel):
     public_url: str = "http://127.0.0.1:6066"
     batch_max_records: int = Field(default=1000, gt=0)
     fetch_max_wait_ms: int = Field(default=500, gt=0)
+    stages: list[Literal["ingest", "record", "link", "actor"]] = Field(
+        default_factory=lambda: list(STAGES), min_length=1)
+    """The stages this worker runs (`ingest,record` in the environment). Each stage is its own
+    consumer group, so workers running different stages split the work by stage, and workers
+    running the same stage split its partitions."""
     max_payload_bytes: int = Field(default=1_000_000, gt=0)
     hubspot_client_secret: SecretStr | None = None
     pipedrive_user: str | None = None
@@ -81,6 +90,15 @@ class Settings(BaseModel):
     webhook_secret: SecretStr | None = None
     show_pii: bool = False
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError("a stage is named twice")
+        return value
 
     def with_overrides(self, **changes: Any) -> "Settings":
         """A copy with some fields replaced (validated)."""

@@ -533,6 +533,15 @@ def report_costs(costs: dict[str, Any], send_cost: float, read_cost: float) -> f
 
 # ------------------------------------------------------------------------------------- guard child
 
+def worker_stage_sets(args: argparse.Namespace) -> list[list[str]]:
+    """The stages of each worker: --worker-stages, else every stage in each of --workers."""
+    from app.config import STAGES
+
+    if args.worker_stages:
+        return [[s.strip() for s in spec.split(",") if s.strip()] for spec in args.worker_stages]
+    return [list(STAGES) for _ in range(args.workers)]
+
+
 async def serve_guard(args: argparse.Namespace) -> None:
     """The guard worker (child process): READY when every stage owns its partitions, a progress
     line per second, and STATS after STOP on stdin."""
@@ -544,15 +553,19 @@ async def serve_guard(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = bench_settings(args.bootstrap, args.suffix, args.partitions)
+    stage_sets = worker_stage_sets(args)
+    settings = settings.with_overrides(stages=stage_sets[args.worker_index])
     policy = parse_policy(policy_yaml(args.fault_agents), "bench-latency")
     runtime, shared = build_runtime(settings, policy, idempotent=args.idempotent)
     await runtime.start()
     await runtime.ready.wait()
-    stateful = runtime.stages[1:]
+    running = [s for s in runtime.stages if s.name in settings.stages]
+    stateful = [s for s in running if s.name != "ingest"]
     while True:
-        consumers_ok = all(s.consumer is not None and s.consumer.assignment() for s in runtime.stages)
-        share = args.partitions // args.workers  # the range assignor's share of each stage group
-        restored = all(len(s.partitions) == share and not s.batch_lock.locked() for s in stateful)
+        consumers_ok = all(s.consumer is not None and s.consumer.assignment() for s in running)
+        # the range assignor's share of each stage group: partitions over the workers running it
+        restored = all(len(s.partitions) == args.partitions // sum(s.name in ss for ss in stage_sets)
+                       and not s.batch_lock.locked() for s in stateful)
         if consumers_ok and restored:
             break
         await asyncio.sleep(0.1)
@@ -684,6 +697,8 @@ async def start_workers(bootstrap: str, suffix: str, args: argparse.Namespace,
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-guard", "--bootstrap", bootstrap,
            "--suffix", suffix, "--partitions", str(args.partitions), "--fault-agents", str(fault_agents),
            "--workers", str(args.workers)]
+    if args.worker_stages:
+        cmd += ["--worker-stages", *args.worker_stages]
     if args.idempotent:
         cmd.append("--idempotent")
     if args.worker_gc_freeze:
@@ -691,7 +706,7 @@ async def start_workers(bootstrap: str, suffix: str, args: argparse.Namespace,
     workers = []
     for i in range(args.workers):
         log_path = f"/tmp/crm-guard-bench-latency-{suffix}-{i}.log"  # noqa: S108
-        extra = ["--profile", f"{args.profile}.{i}"] if args.profile else []
+        extra = ["--worker-index", str(i)] + (["--profile", f"{args.profile}.{i}"] if args.profile else [])
         with open(log_path, "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, *extra, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
@@ -933,7 +948,8 @@ async def main_async(args: argparse.Namespace) -> None:
               f"measured {args.duration}s, {args.faults_per_s} faults/s (alternating unattributed / "
               f"denied_field), partitions {args.partitions}, "
               f"guard producer idempotent={args.idempotent}, batch_max_records "
-              f"{bench_batch_records()}, guard workers {args.workers}, "
+              f"{bench_batch_records()}, guard workers {args.workers} "
+              f"(stages {' | '.join(','.join(s) for s in worker_stage_sets(args))}), "
               f"{experiment}"
               f"hop breakdown={'on' if args.breakdown else 'off'}; "
               f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -979,10 +995,16 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE",
                         help="diagnosis: cProfile the worker into FILE.<n> (slows it down; "
                              "figures not comparable)")
+    parser.add_argument("--worker-stages", nargs="+", metavar="LIST",
+                        help="one comma-separated stage list per worker, e.g. ingest,record link,actor "
+                             "(overrides --workers; default: every stage in every worker)")
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--serve-guard", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--suffix", help=argparse.SUPPRESS)
     parser.add_argument("--fault-agents", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker_stages:
+        args.workers = len(args.worker_stages)
     if args.idempotent is None:
         args.idempotent = bool(args.bootstrap) and not args.serve_guard
     if args.serve_guard:

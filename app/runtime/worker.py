@@ -144,8 +144,9 @@ class GuardRuntime(Service):
                 changelog_topic=changelog_topic(settings, "actor"), **common,
             ),
         ]
-        for stage in self.stages:
-            await self.add_runtime_dependency(stage)
+        for stage in self.stages:  # all four exist (stable indexes); only the configured ones run
+            if stage.name in settings.stages:
+                await self.add_runtime_dependency(stage)
         self.metrics.up.set(1)
         for agent in self.policy.agents:
             for cap in self.policy.caps_for(agent):

@@ -95,15 +95,16 @@ async def test_poison_messages_are_dead_lettered_with_origin_and_the_stage_goes_
         await runtime.stop()
 
 
-async def test_two_workers_give_the_same_alerts_as_one(kafka_bootstrap: str, unique: str, kafka_kind: str) -> None:
+async def test_two_workers_and_workers_split_by_stage_give_the_same_alerts_as_one(kafka_bootstrap: str, unique: str, kafka_kind: str) -> None:
     payloads = [orjson.dumps(b) for b in agent_burst(45)]
     payloads += [orjson.dumps([hubspot_change(500 + i, 7000 + i, "utm_source", "x", T0 + i) for i in range(3)])]
     payloads += [orjson.dumps([hubspot_change(600 + i, 8000 + i, "city", "Oslo", T0 + i, source="API", source_id="31337")
                                for i in range(5)])]
 
-    async def run(workers: int, tag: str) -> Counter[tuple[str, str, str]]:
+    async def run(workers: int, tag: str, stage_sets: list[list[str]] | None = None) -> Counter[tuple[str, str, str]]:
         settings = fresh_settings(kafka_bootstrap, f"{unique}{tag}", partitions=4)
-        runtimes = [await start_runtime(settings, kafka_kind) for _ in range(workers)]
+        sets = stage_sets or [settings.stages] * workers
+        runtimes = [await start_runtime(settings.with_overrides(stages=s), kafka_kind) for s in sets]
         try:
             await produce(kafka_bootstrap, settings.topics.raw_hubspot, payloads)
 
@@ -120,7 +121,8 @@ async def test_two_workers_give_the_same_alerts_as_one(kafka_bootstrap: str, uni
 
     one = await run(1, "a")
     two = await run(2, "b")
-    assert one == two
+    by_stage = await run(2, "c", [["ingest", "record"], ["link", "actor"]])  # one process per half
+    assert one == two == by_stage
     assert {k[0] for k in one} >= {"velocity_cap", "protected_field", "unattributed_actor"}
 
 

@@ -1,0 +1,22 @@
+"""Settings from the environment: the stages a worker runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config import STAGES, SettingsError, load_settings
+
+
+def test_a_worker_runs_every_stage_unless_told_otherwise() -> None:
+    assert load_settings(env={}).stages == list(STAGES)
+    assert load_settings(env={"CRM_GUARD_STAGES": " ingest, record "}).stages == ["ingest", "record"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("ingest,ingest", "a stage is named twice"),
+    ("ingest,filter", "stages.1: Input should be 'ingest', 'record', 'link' or 'actor'"),
+    (",", "at least 1 item"),
+])
+def test_bad_stage_lists_name_the_problem(value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env={"CRM_GUARD_STAGES": value})
