@@ -25,11 +25,24 @@ def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
                   extra: list[Service] | None = None, board: AlertBoard | None = None) -> tuple[GuardRuntime, dict[str, Any]]:
     """The runtime service and the objects the web server shares with it.
 
-    Beside the four stages every worker runs the review service (proposals, trust, the review
-    queue) and the timeline store; both rebuild themselves from their topics on start.
+    Beside its stages a worker that runs the actor stage runs the review service (proposals,
+    trust, the review queue), the timeline store, alert delivery and the pause follower; the
+    first two rebuild themselves from their topics on start.
     """
     metrics = GuardMetrics(agents=list(policy.agents))
     board = board or AlertBoard()
+    signing_key = signing_key_from_settings(settings)
+    encode_pause = PauseEncoder(settings.topics.pause, signing_key.signer())
+    if "actor" not in settings.stages:
+        # A worker without the actor stage (`--stages record`) only moves events on: the review
+        # gate needs the actor state (caps) and the pages live with the alerts, so neither the
+        # review service nor the timeline store, alert delivery or pause follower runs here
+        # (their routes answer 503); the timeline follower alone would cost ~17 us per event.
+        runtime = GuardRuntime(settings, policy, encode_pause=encode_pause, metrics=metrics,
+                               idempotent=idempotent, board=board)
+        runtime.extra_services.extend(extra or [])
+        return runtime, {"settings": settings, "policy": policy, "metrics": metrics, "board": board,
+                         "runtime": runtime, "review": None, "timeline": None}
     timeline = TimelineStore()
     holder: dict[str, GuardRuntime] = {}
     review = ReviewService(
@@ -38,9 +51,7 @@ def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
         velocity_counts=lambda agent, at_ms: holder["runtime"].velocity_counts(agent, at_ms),
         publish_override_feedback=False,  # the actor stage publishes override feedback durably
     )
-    signing_key = signing_key_from_settings(settings)
-    runtime = GuardRuntime(settings, policy, encode_pause=PauseEncoder(settings.topics.pause, signing_key.signer()),
-                           metrics=metrics,
+    runtime = GuardRuntime(settings, policy, encode_pause=encode_pause, metrics=metrics,
                            idempotent=idempotent, board=board, on_finding=review.notify_finding,
                            trust_state=review.trust_state)
     holder["runtime"] = runtime

@@ -194,6 +194,8 @@ class GuardRuntime(Service):
             self.metrics.lag.labels(topic).set(value)
         for name, value in sizes.items():
             self.metrics.state_entries.labels(name).set(value)
+        if "actor" not in self.settings.stages:
+            return  # agents' pause state and velocity are the actor stage's to export
         for agent in self.policy.agents:
             label = self.metrics.agent_label(agent)
             self.metrics.paused.labels(label).set(1 if agent in self.board.paused else 0)
