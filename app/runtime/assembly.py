@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import faust
@@ -76,4 +77,7 @@ def build_worker(settings: Settings, policy: Policy, *, idempotent: bool, extra:
     for service in extra or []:
         if hasattr(service, "bind"):
             service.bind(runtime)
-    return faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    if not sys.stdout.isatty():
+        worker.spinner = None  # its cursor escapes would land in log files and pipes
+    return worker

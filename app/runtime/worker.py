@@ -160,6 +160,11 @@ class GuardRuntime(Service):
     async def on_stop(self) -> None:
         gc.set_threshold(*self._gc_thresholds)
         self.metrics.up.set(0)
+
+    async def on_shutdown(self) -> None:
+        """The shared producer closes last, after the stages and services that use it stopped
+        (mode runs on_stop before stopping children: closing it there made a stage in the middle
+        of a batch fail with ProducerClosed on every Ctrl-C)."""
         if self.producer is not None:
             await self.producer.stop()
 
