@@ -10,7 +10,9 @@ Exact, not approximate: the state holds, per cap, each record's last change time
 time order (a dict re-inserted on touch), so expiry pops from the front and the count is its
 length. State key: the agent (ACTOR stage). Memory: at most 2 x max_records records per cap
 (beyond the cap every new record is a breach anyway, the oldest are dropped). Cost per event: one
-dict update per cap, amortized O(1) expiry.
+dict update per cap, amortized O(1) expiry. A change older than the newest one in the window
+(it crossed a different partition on the way) re-sorts the window and is counted against the
+windows that hold its time, as if it had arrived in order.
 """
 
 from __future__ import annotations
@@ -52,8 +54,12 @@ class VelocityCapDetector:
                 if window[record] > now:  # out of order: keep the later time
                     continue
                 del window[record]
+            late = bool(window) and next(reversed(window.values())) > now
             window[record] = now
-            count = len(window)
+            if late:
+                count = _late_count(window, now, cap.window)
+            else:
+                count = len(window)
             if is_new and count > cap.max_records:
                 findings.append(self._breach(obs, cap, count, policy, agent))
             if count > 2 * cap.max_records:
@@ -92,6 +98,25 @@ def _applies(cap: VelocityCap, obs: Observation, policy: Policy) -> bool:
     if cap.tier is not None:
         return any(policy.tier_of(event.source, c.field) is cap.tier for c in event.changes)
     return True
+
+
+def _late_count(window: dict[str, int], at: int, span: int) -> int:
+    """For a change that arrived after later ones (out of order across partitions): restore the
+    window's time order, then count as in-order processing would have, i.e. the fullest window
+    (e - span, e] that holds `at` (e from `at` up to the newest change). Counting the whole
+    window instead would join records more than `span` apart and report breaches that never were."""
+    ordered = sorted(window.items(), key=lambda item: item[1])
+    window.clear()
+    window.update(ordered)
+    times = [t for _, t in ordered]
+    best = 0
+    start = 0
+    for end, e in enumerate(times):
+        while times[start] <= e - span:
+            start += 1
+        if at <= e < at + span:
+            best = max(best, end - start + 1)
+    return best
 
 
 def _expire(window: dict[str, int], cutoff: int) -> None:

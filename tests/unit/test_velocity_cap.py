@@ -81,3 +81,23 @@ def test_state_stays_bounded_under_a_runaway_agent() -> None:
 def test_default_cap_is_fifty_records_per_hour() -> None:
     p = Policy()
     assert [(c.max_records, c.window) for c in p.caps_for("anyone")] == [(50, 3_600_000)]
+
+
+def test_a_late_change_is_counted_as_if_it_had_arrived_in_order() -> None:
+    # In order: r1@0, r2@5m, r3@10m, r4@15m: the 4th record breaches a 3-per-hour cap.
+    # Arriving r1, r2, r4, r3 (r3 crossed another partition), the breach comes with r3.
+    run = Run(VelocityCapDetector(), policy=policy([{"max_records": 3, "window": "1h"}]))
+    for rid, minute in ((1, 0), (2, 5), (4, 15)):
+        assert run.feed(event(rid, {"jobtitle": "x"}, at=minute * M, by="bot")) == []
+    late = run.feed(event(3, {"jobtitle": "x"}, at=10 * M, by="bot"))
+    assert [f.details["count"] for f in late] == [4]
+
+
+def test_a_late_change_does_not_join_records_more_than_a_window_apart() -> None:
+    # r2@61m and r3@62m, then r1@0 arrives late: no hour holds more than 2 of them.
+    run = Run(VelocityCapDetector(), policy=policy([{"max_records": 2, "window": "1h"}]))
+    assert run.feed(event(2, {"jobtitle": "x"}, at=61 * M, by="bot")) == []
+    assert run.feed(event(3, {"jobtitle": "x"}, at=62 * M, by="bot")) == []
+    assert run.feed(event(1, {"jobtitle": "x"}, at=0, by="bot")) == []
+    # and the window is back in time order: the next in-order change is judged exactly
+    assert len(run.feed(event(4, {"jobtitle": "x"}, at=63 * M, by="bot"))) == 1
