@@ -7,20 +7,22 @@ import os
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.web.keys import BOARD, METRICS, POLICY, RUNTIME, SETTINGS
+
 
 async def healthz(request: web.Request) -> web.Response:
-    runtime = request.app.get("runtime")
+    runtime = request.app.get(RUNTIME)
     ready = runtime is not None and runtime.ready.is_set()
     return web.json_response({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app["metrics"].registry)
+    body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def alerts(request: web.Request) -> web.Response:
-    board = request.app["board"]
+    board = request.app[BOARD]
     status = request.query.get("status")
     agent = request.query.get("agent")
     items = [
@@ -31,8 +33,8 @@ async def alerts(request: web.Request) -> web.Response:
 
 
 async def agents(request: web.Request) -> web.Response:
-    board = request.app["board"]
-    policy = request.app["policy"]
+    board = request.app[BOARD]
+    policy = request.app[POLICY]
     out = []
     for name in sorted(set(policy.agents) | set(board.paused)):
         pause = board.paused.get(name)
@@ -50,7 +52,7 @@ async def resume(request: web.Request) -> web.Response:
     from app.cli_agents import resume_agent
 
     agent = request.match_info["agent"]
-    if agent not in request.app["policy"].agents:
+    if agent not in request.app[POLICY].agents:
         return web.json_response({"error": "unknown_agent", "message": f"no agent named {agent!r}"}, status=404)
     try:
         body = await request.json()
@@ -60,8 +62,8 @@ async def resume(request: web.Request) -> web.Response:
     by = body.get("by") if isinstance(body, dict) else None
     if not isinstance(reason, str) or not reason.strip() or not isinstance(by, str) or not by.strip():
         return web.json_response({"error": "missing_field", "message": "reason and by are required"}, status=400)
-    runtime = request.app["runtime"]
-    payload, _ = await resume_agent(request.app["settings"], agent, reason.strip(), by.strip(), env=os.environ,
+    runtime = request.app[RUNTIME]
+    payload, _ = await resume_agent(request.app[SETTINGS], agent, reason.strip(), by.strip(), env=os.environ,
                                     idempotent=bool(runtime and runtime.idempotent))
     return web.json_response({"agent": agent, "state": payload.state, "seq": payload.seq})
 

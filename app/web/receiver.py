@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from app.adapters.signatures import SignatureError, verify_basic_auth, verify_hubspot_v3, verify_shared_token
+from app.web.keys import RUNTIME, SETTINGS
 
 
 def _error(status: int, reason: str, message: str) -> web.Response:
@@ -27,7 +28,7 @@ def _error(status: int, reason: str, message: str) -> web.Response:
 
 
 async def _read_json_body(request: web.Request) -> bytes | web.Response:
-    limit = request.app["settings"].max_payload_bytes
+    limit = request.app[SETTINGS].max_payload_bytes
     if request.content_length is not None and request.content_length > limit:
         return _error(413, "too_large", f"body over {limit} bytes")
     body = await request.read()
@@ -41,16 +42,16 @@ async def _read_json_body(request: web.Request) -> bytes | web.Response:
 
 
 async def _produce(request: web.Request, vendor: str, body: bytes) -> web.Response:
-    runtime = request.app["runtime"]
+    runtime = request.app[RUNTIME]
     if runtime is None or runtime.producer is None:
         return _error(503, "starting", "the guard is starting; retry")
-    topic = request.app["settings"].topics.raw(vendor)
+    topic = request.app[SETTINGS].topics.raw(vendor)
     await runtime.producer.send_and_wait(topic, value=body, headers=[("received_at", str(int(time.time() * 1000)).encode())])
     return web.json_response({"status": "accepted"})
 
 
 async def hubspot(request: web.Request) -> web.Response:
-    settings = request.app["settings"]
+    settings = request.app[SETTINGS]
     if settings.hubspot_client_secret is None:
         return _error(503, "not_configured", "set CRM_GUARD_HUBSPOT_CLIENT_SECRET to receive HubSpot webhooks")
     body = await _read_json_body(request)
@@ -69,7 +70,7 @@ async def hubspot(request: web.Request) -> web.Response:
 
 
 async def pipedrive(request: web.Request) -> web.Response:
-    settings = request.app["settings"]
+    settings = request.app[SETTINGS]
     if settings.pipedrive_user is None or settings.pipedrive_password is None:
         return _error(503, "not_configured", "set CRM_GUARD_PIPEDRIVE_USER and _PASSWORD to receive Pipedrive webhooks")
     try:
@@ -84,7 +85,7 @@ async def pipedrive(request: web.Request) -> web.Response:
 
 
 async def salesforce(request: web.Request) -> web.Response:
-    settings = request.app["settings"]
+    settings = request.app[SETTINGS]
     if settings.salesforce_token is None:
         return _error(503, "not_configured", "set CRM_GUARD_SALESFORCE_TOKEN to receive Salesforce events")
     try:

@@ -1,6 +1,6 @@
 """The review queue over HTTP: a JSON API (OpenAPI 3 described) and the /review page.
 
-Needs on the application: `app["review"]`, a started app.review.service.ReviewService.
+Needs on the application: `app[REVIEW]` (app/web/keys.py), a started app.review.service.ReviewService.
 
 API (docs/openapi-review.yaml, also served at /api/review/openapi.json):
   GET  /api/review/proposals[?status=&agent=&kind=&field=&tier=&limit=]  grouped by agent and kind
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.review.models import REJECT_CATEGORIES, ReviewFilter, ReviewStatus
 from app.review.service import ReviewError, ReviewService, describe_validation
+from app.web.keys import REVIEW
 from detectors.policy import Autonomy, Tier
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -93,7 +94,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _service(request: web.Request) -> ReviewService:
-    service: ReviewService | None = request.app.get("review")
+    service: ReviewService | None = request.app.get(REVIEW)
     if service is None or not service.started.is_set():
         raise web.HTTPServiceUnavailable(text=orjson.dumps({"error": "the review service is not running"}).decode(),
                                          content_type="application/json")
@@ -218,7 +219,7 @@ async def static_file(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """The review API and page. Needs app["review"] (ReviewService)."""
+    """The review API and page. Needs app[REVIEW] (ReviewService)."""
     r = app.router
     r.add_get("/api/review/proposals", _handled(list_proposals))
     r.add_get("/api/review/proposals/{id}", _handled(show_proposal))

@@ -1,9 +1,8 @@
 """One aiohttp Application per worker, run as a mode.Service inside the Faust app.
 
-Shared objects hang on the application under these keys (modules adding routes read them):
-  app["settings"]  Settings        app["metrics"]  GuardMetrics
-  app["board"]     AlertBoard      app["runtime"]  GuardRuntime (producer once started)
-  app["alerts"]    list of open alert dicts (property-like: refreshed per request by the pages)
+Shared objects hang on the application under the AppKeys of app/web/keys.py (modules adding
+routes read them): SETTINGS, POLICY, METRICS, BOARD, RUNTIME (producer once started), REVIEW and
+TIMELINE (None in a worker without the actor stage); the pages also read ALERTS, TRUST, SHOW_PII.
 Route modules: app/web/api.py (health, metrics, alerts, agents), app/web/receiver.py (vendor
 webhooks), and those listed in ROUTE_MODULES.
 """
@@ -17,6 +16,8 @@ from typing import Any
 from aiohttp import web
 from mode import Service
 
+from app.web.keys import BY_NAME
+
 log = logging.getLogger(__name__)
 
 ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver", "app.web.review", "app.web.timeline"]
@@ -25,8 +26,8 @@ ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver", "app.web.review",
 def build_web_app(shared: dict[str, Any]) -> web.Application:
     """The application with every route module's routes and the shared objects attached."""
     application = web.Application(client_max_size=int(shared["settings"].max_payload_bytes) + 1024)
-    for key, value in shared.items():
-        application[key] = value
+    for name, value in shared.items():
+        application[BY_NAME[name]] = value
     for name in ROUTE_MODULES:
         importlib.import_module(name).add_routes(application)
     return application

@@ -19,12 +19,12 @@ Query parameters of the timeline APIs: `limit` (1-1000, default 100), `cursor` (
 agents also `only_agent=1`. Values are masked (e-mail, phone) unless show_pii is on.
 
 Application keys read (document them in server.py):
-  app["timeline"]  TimelineStore (required)
-  app["show_pii"]  bool (optional; else app["settings"].show_pii; else False)
-  app["alerts"]    optional: a list of Alert dicts/models, or a callable returning one
-  app["board"]     optional fallback for alerts: an object with `open_for(agent)` and `paused`
-  app["trust"]     optional: {agent: {tier: value-or-dict}} or a callable(agent) returning that
-  app["review"]    optional fallback for trust: an object with `trust_snapshot(agent)` (ReviewService)
+  app[TIMELINE]  TimelineStore (required)
+  app[SHOW_PII]  bool (optional; else app[SETTINGS].show_pii; else False)
+  app[ALERTS]    optional: a list of Alert dicts/models, or a callable returning one
+  app[BOARD]     optional fallback for alerts: an object with `open_for(agent)` and `paused`
+  app[TRUST]     optional: {agent: {tier: value-or-dict}} or a callable(agent) returning that
+  app[REVIEW]    optional fallback for trust: an object with `trust_snapshot(agent)` (ReviewService)
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from aiohttp import web
 from app.timeline.masking import mask_value
 from app.timeline.store import Page, Query, TimelineStore, decode_cursor
 from app.timeline.times import iso, now_ms, parse_time
+from app.web.keys import ALERTS, BOARD, REVIEW, SETTINGS, SHOW_PII, TIMELINE, TRUST
 from detectors.revert_plan import revert_plan
 
 HERE = Path(__file__).resolve().parent
@@ -74,7 +75,7 @@ def add_routes(app: web.Application, *, index_at_root: bool = True) -> None:
 
 
 def _store(request: web.Request) -> TimelineStore:
-    store: TimelineStore | None = request.app.get("timeline")
+    store: TimelineStore | None = request.app.get(TIMELINE)
     if store is None:
         raise web.HTTPServiceUnavailable(text='{"error": "timeline store not configured"}',
                                          content_type="application/json")
@@ -82,9 +83,9 @@ def _store(request: web.Request) -> TimelineStore:
 
 
 def _show_pii(request: web.Request) -> bool:
-    if "show_pii" in request.app:
-        return bool(request.app["show_pii"])
-    settings = request.app.get("settings")
+    if SHOW_PII in request.app:
+        return bool(request.app[SHOW_PII])
+    settings = request.app.get(SETTINGS)
     return bool(getattr(settings, "show_pii", False))
 
 
@@ -426,14 +427,14 @@ async def page_record(request: web.Request) -> web.Response:
 
 
 def _alerts_for(app: web.Application, agent: str) -> list[dict[str, Any]]:
-    source: Any = app.get("alerts")
+    source: Any = app.get(ALERTS)
     alerts: Iterable[Any] = ()
     if callable(source):
         alerts = source()
     elif source is not None:
         alerts = source
-    elif app.get("board") is not None and hasattr(app["board"], "open_for"):
-        alerts = app["board"].open_for(agent)
+    elif app.get(BOARD) is not None and hasattr(app[BOARD], "open_for"):
+        alerts = app[BOARD].open_for(agent)
     out = []
     for alert in alerts or ():
         data = alert.model_dump(mode="json") if hasattr(alert, "model_dump") else dict(alert)
@@ -443,16 +444,16 @@ def _alerts_for(app: web.Application, agent: str) -> list[dict[str, Any]]:
 
 
 def _trust_for(app: web.Application, agent: str) -> Mapping[str, Any] | None:
-    """Trust per tier: app["trust"] (mapping or callable), else the review service's snapshot."""
-    source: Any = app.get("trust")
+    """Trust per tier: app[TRUST] (mapping or callable), else the review service's snapshot."""
+    source: Any = app.get(TRUST)
     found: Any = None
     if callable(source):
         found = source(agent)
     elif isinstance(source, Mapping):
         found = source.get(agent)
-    elif app.get("review") is not None and hasattr(app["review"], "trust_snapshot"):
+    elif app.get(REVIEW) is not None and hasattr(app[REVIEW], "trust_snapshot"):
         try:
-            found = app["review"].trust_snapshot(agent)
+            found = app[REVIEW].trust_snapshot(agent)
         except Exception:  # noqa: BLE001 - an agent without trust evidence: show none
             found = None
     if isinstance(found, Mapping) and isinstance(found.get("tiers"), Mapping):
@@ -519,7 +520,7 @@ async def page_agent(request: web.Request) -> web.Response:
     summary = next((a for a in store.agents() if a["agent"] == agent), None)
     alerts = _alerts_for(request.app, agent)
     paused = any(a.get("action") == "paused" for a in alerts)
-    board = request.app.get("board")
+    board = request.app.get(BOARD)
     if board is not None and isinstance(getattr(board, "paused", None), Mapping) and board.paused.get(agent):
         paused = True
     status = '<span class="badge paused">paused</span>' if paused else '<span class="badge active">active</span>'

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.config import Settings, Topics
 from app.review.service import ReviewService
+from app.web.keys import REVIEW
 from app.web.review import add_routes
 from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, SourceIdentity
 from detectors.policy import AgentPolicy, Autonomy, Policy, Tier
@@ -84,7 +85,7 @@ async def review_server(bootstrap: str, unique: str, seed: list[dict[str, Any]] 
     service = ReviewService(settings, POLICY, current_value=current_value, **service_kw)
     await service.start()
     app = web.Application()
-    app["review"] = service
+    app[REVIEW] = service
     add_routes(app)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

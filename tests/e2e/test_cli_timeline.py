@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from app.cli_timeline import register
+from app.web.keys import TIMELINE
 from tests.e2e.timeline_data import EMAIL, PHONE, T0, entries, timeline_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +129,7 @@ async def test_masked_values_from_a_guard_are_left_out_of_the_csv(tmp_path: Path
     from app.timeline.store import TimelineEntry
 
     app = timeline_app()
-    app["timeline"].append(TimelineEntry(
+    app[TIMELINE].append(TimelineEntry(
         event_id="ev-e", record_key="hubspot/contact/102", source="hubspot", object_type="contact", record_id="102",
         occurred_at=T0 + 5 * 3_600_000, field="email", old="old@example.com", has_old=True, new="new@example.com",
         actor_id="enricher", actor_kind="agent"))

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from app import cli
 from app.review.service import ReviewService
+from app.web.keys import REVIEW
 from app.web.review import add_routes, openapi_spec
 from tests.e2e.review_support import POLICY, make_settings, proposal, review_server
 
@@ -160,7 +161,7 @@ async def test_expiry_keeps_pending_by_default_and_expires_when_configured(kafka
 
 async def test_not_started_service_answers_503(unique: str) -> None:
     app = web.Application()
-    app["review"] = ReviewService(make_settings("127.0.0.1:1", unique), POLICY)
+    app[REVIEW] = ReviewService(make_settings("127.0.0.1:1", unique), POLICY)
     add_routes(app)
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/api/review/proposals")

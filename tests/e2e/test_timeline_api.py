@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from app.web.keys import REVIEW, TIMELINE, TRUST
 from tests.e2e.timeline_data import EMAIL, PHONE, T0, H, timeline_app
 
 pytestmark = pytest.mark.filterwarnings("ignore:It is recommended to use web.AppKey")
@@ -130,7 +131,7 @@ async def test_html_escapes_values() -> None:
     app = timeline_app()
     from app.timeline.store import TimelineEntry
 
-    app["timeline"].append(TimelineEntry(
+    app[TIMELINE].append(TimelineEntry(
         event_id="ev-x", record_key="hubspot/contact/666", source="hubspot", object_type="contact", record_id="666",
         occurred_at=T0, field="jobtitle", new="<script>alert(1)</script>", actor_id="<b>x</b>", actor_kind="agent"))
     async with TestClient(TestServer(app)) as c:
@@ -147,8 +148,8 @@ async def test_trust_from_the_review_services_snapshot_shape() -> None:
                                                        "level": "propose"}}, "history": []}
 
     app = timeline_app()
-    del app["trust"]
-    app["review"] = Review()
+    del app[TRUST]
+    app[REVIEW] = Review()
     async with TestClient(TestServer(app)) as c:
         text = await (await c.get("/agents/enricher")).text()
         assert "0.46" in text and "approved=3" in text and "level=propose" in text

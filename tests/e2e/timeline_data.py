@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from app.timeline.store import TimelineEntry, TimelineStore
+from app.web import keys
 from app.web.timeline import add_routes
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -78,10 +79,10 @@ TRUST = {"enricher": {"low": {"trust": 0.82, "approvals": 40, "overrides": 2}, "
 
 def timeline_app(show_pii: bool = False, **extra: Any) -> web.Application:
     app = web.Application()
-    app["timeline"] = filled_store()
-    app["show_pii"] = show_pii
-    app["alerts"] = ALERTS
-    app["trust"] = TRUST
+    app[keys.TIMELINE] = filled_store()
+    app[keys.SHOW_PII] = show_pii
+    app[keys.ALERTS] = ALERTS
+    app[keys.TRUST] = TRUST
     for key, value in extra.items():
         app[key] = value
     add_routes(app)

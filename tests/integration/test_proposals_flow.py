@@ -14,12 +14,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from app.runtime.kafka_client import topic_partitions
 from app.config import Settings, Topics
 from app.review.consumer import ReviewServices
 from app.review.models import ReviewFilter, ReviewRecord, ReviewStatus
 from app.review.service import AlreadyDecided, ReviewService
 from app.review.store import encode_record
+from app.runtime.kafka_client import topic_partitions
+from app.web.keys import REVIEW
 from app.web.review import add_routes
 from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, SourceIdentity
 from detectors.gate import Proposal
@@ -177,7 +178,7 @@ async def test_approving_via_the_api_publishes_to_crm_approved(kafka_bootstrap: 
     service = ReviewService(settings, POLICY, current_value=lambda key, field: "VP Sales")
     await service.start()
     app = web.Application()
-    app["review"] = service
+    app[REVIEW] = service
     add_routes(app)
     client = TestClient(TestServer(app))
     await client.start_server()

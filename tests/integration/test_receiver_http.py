@@ -25,7 +25,15 @@ from aiohttp import web
 
 from app.runtime.assembly import build_runtime
 from app.web import receiver
-from tests.integration.helpers_stream import T0, fresh_settings, guard_policy, hubspot_change, read_topic, wait_for
+from app.web.keys import RUNTIME, SETTINGS
+from tests.integration.helpers_stream import (
+    T0,
+    fresh_settings,
+    guard_policy,
+    hubspot_change,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -72,7 +80,7 @@ async def test_each_vendor_is_authenticated_refusals_say_why_and_accepted_delive
     await runtime.start()
     await asyncio.wait_for(runtime.ready.wait(), 60)
     app = web.Application(client_max_size=settings.max_payload_bytes + 1024)
-    app["settings"], app["runtime"] = settings, runtime
+    app[SETTINGS], app[RUNTIME] = settings, runtime
     receiver.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -132,7 +140,7 @@ async def test_each_vendor_is_authenticated_refusals_say_why_and_accepted_delive
 async def test_a_vendor_without_credentials_is_refused_not_accepted(kafka_bootstrap: str, unique: str) -> None:
     settings = fresh_settings(kafka_bootstrap, unique)
     app = web.Application()
-    app["settings"], app["runtime"] = settings, None
+    app[SETTINGS], app[RUNTIME] = settings, None
     receiver.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
