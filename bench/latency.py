@@ -59,7 +59,6 @@ import math
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 import uuid
@@ -74,7 +73,8 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from app.config import Settings, Topics, load_settings  # noqa: E402
+from app.config import load_settings  # noqa: E402
+from bench.common import bench_settings, code_version  # noqa: E402
 
 PORTAL = 62515
 CONTACTS = 200_000
@@ -85,19 +85,6 @@ AGENTS = {"enrich-bot": "4242", "score-bot": "4343"}
 UNKNOWN_APP_BASE = 9_000_000
 FAULT_APP_BASE = 8_000_000
 FAULT_RECORD_BASE = 50_000_000
-
-
-def code_version() -> str:
-    """The commit and the tracked files changed in the working tree (figures depend on both)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,  # noqa: S607
-                              cwd=str(ROOT), timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,  # noqa: S607
-                               text=True, cwd=str(ROOT), timeout=10).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"{head}" + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (clean)")
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -137,15 +124,6 @@ def policy_yaml(fault_agents: int) -> str:
 
 def bench_batch_records() -> int:
     return load_settings(env={k: v for k, v in os.environ.items() if k != "CRM_GUARD_CONFIG"}).batch_max_records
-
-
-def bench_settings(bootstrap: str, suffix: str, partitions: int) -> Settings:
-    topics = Topics(**{k: f"{v}.lat{suffix}" for k, v in Topics().model_dump().items()})
-    # Runtime settings the bench does not own (e.g. CRM_GUARD_BATCH_MAX_RECORDS) come from the environment.
-    base = load_settings(env={k: v for k, v in os.environ.items() if k != "CRM_GUARD_CONFIG"})
-    return base.model_copy(update={
-        "bootstrap_servers": bootstrap, "group_id": f"bench-lat-{suffix}", "partitions": partitions,
-        "topics": topics, "web_port": 0, "state_dir": f"/tmp/crm-guard-bench-latency-{suffix}"})  # noqa: S108
 
 
 # ------------------------------------------------------------------------------------- traffic
@@ -552,7 +530,7 @@ async def serve_guard(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = bench_settings(args.bootstrap, args.suffix, args.partitions)
+    settings = bench_settings(args.bootstrap, args.suffix, args.partitions, "lat")
     stage_sets = worker_stage_sets(args)
     settings = settings.with_overrides(stages=stage_sets[args.worker_index])
     policy = parse_policy(policy_yaml(args.fault_agents), "bench-latency")
@@ -738,7 +716,7 @@ async def read_worker(w: Worker) -> None:
 async def guard_run(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:8]
     n_faults = int(args.duration * args.faults_per_s) + 2
-    settings = bench_settings(bootstrap, suffix, args.partitions)
+    settings = bench_settings(bootstrap, suffix, args.partitions, "lat")
     t_start = time.perf_counter()
     workers = await start_workers(bootstrap, suffix, args, n_faults // 2 + 1)
     startup = time.perf_counter() - t_start

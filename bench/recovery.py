@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 
-from app.config import Settings, Topics  # noqa: E402
+from app.config import Settings  # noqa: E402
+from bench.common import bench_settings, code_version  # noqa: E402
 
 POLICY = """
 agents:
@@ -57,13 +58,6 @@ humans: [{vendor: hubspot, change_source: CRM_UI}]
 PORTAL = 62515
 T0 = 1_767_225_600_000
 FIELDS = ("jobtitle", "city", "lifecyclestage", "industry", "website", "hs_lead_status", "country", "state")
-
-
-def bench_settings(bootstrap: str, suffix: str, partitions: int) -> Settings:
-    topics = Topics(**{k: f"{v}.rec{suffix}" for k, v in Topics().model_dump().items()})
-    return Settings(bootstrap_servers=bootstrap, group_id=f"bench-rec-{suffix}", partitions=partitions,
-                    topics=topics, web_port=0,
-                    state_dir=f"/tmp/crm-guard-bench-recovery-{suffix}")  # noqa: S108
 
 
 def rss_mb() -> float:
@@ -97,19 +91,6 @@ def event_bytes(i: int, fields: int) -> tuple[bytes, bytes]:
         "actor": {"kind": hint, "id": actor_id, "identity": identity},
     }
     return f"hubspot/contact/{record_id}".encode(), orjson.dumps(event)
-
-
-def code_version() -> str:
-    """The commit and the tracked files changed in the working tree (figures depend on both)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,  # noqa: S607
-                              cwd=str(ROOT), timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,  # noqa: S607
-                               text=True, cwd=str(ROOT), timeout=10).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"{head}" + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (clean)")
 
 
 # ------------------------------------------------------------------------------------- fill
@@ -198,7 +179,7 @@ async def fill_guard(settings: Settings, args: argparse.Namespace) -> dict[str, 
 
 async def read_child(args: argparse.Namespace) -> dict[str, Any]:
     """Baseline: read the changelog topic to its end as BatchStage.restore does (decode optional)."""
-    settings = bench_settings(args.bootstrap, args.suffix, args.partitions)
+    settings = bench_settings(args.bootstrap, args.suffix, args.partitions, "rec")
     from app.runtime.topics import changelog_topic
 
     topic = changelog_topic(settings, "record")
@@ -277,7 +258,7 @@ async def restore_child(args: argparse.Namespace) -> dict[str, Any]:
     stage_log = logging.getLogger("app.runtime.stage")
     stage_log.setLevel(logging.INFO)
     stage_log.addHandler(capture)
-    settings = bench_settings(args.bootstrap, args.suffix, args.partitions)
+    settings = bench_settings(args.bootstrap, args.suffix, args.partitions, "rec")
     runtime, _ = build_runtime(settings, parse_policy(POLICY, "bench-recovery"), idempotent=args.idempotent)
     startup = _time_startup(runtime)
     rss0 = rss_mb()
@@ -333,7 +314,7 @@ async def main_async(args: argparse.Namespace) -> None:
         bootstrap = broker.bootstrap
     try:
         suffix = uuid.uuid4().hex[:8]
-        settings = bench_settings(bootstrap, suffix, args.partitions)
+        settings = bench_settings(bootstrap, suffix, args.partitions, "rec")
         print(f"broker: {bootstrap} ({'embedded tansu' if broker else 'given'}); cpus: {os.cpu_count()}; "
               f"python {sys.version.split()[0]}; code {code_version()}")
         print(f"config: {args.records:,} records, {args.fields} fields each, {args.partitions} partitions, "

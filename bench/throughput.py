@@ -32,9 +32,9 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from app.broker.embedded import start_embedded  # noqa: E402
-from app.config import Settings, Topics  # noqa: E402
 from app.policy_file import parse_policy  # noqa: E402
 from app.runtime.worker import GuardRuntime  # noqa: E402
+from bench.common import bench_settings  # noqa: E402
 
 POLICY = """
 agents:
@@ -115,9 +115,8 @@ def faust_baseline(bootstrap: str, topic: str, n: int) -> float:
 
 async def guard_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -> tuple[float, dict[str, int]]:
     suffix = uuid.uuid4().hex[:8]
-    topics = Topics(**{k: f"{v}.bench{suffix}" for k, v in Topics().model_dump().items()})
-    settings = Settings(bootstrap_servers=bootstrap, group_id=f"bench-{suffix}", partitions=partitions,
-                        topics=topics, batch_max_records=int(os.environ.get("CRM_GUARD_BATCH_MAX_RECORDS", "1000")))
+    settings = bench_settings(bootstrap, suffix, partitions, "thr")
+    topics = settings.topics
     runtime = GuardRuntime(settings, parse_policy(POLICY), encode_pause=lambda p: (topics.pause, p.agent.encode(), b"{}"),
                            idempotent=idempotent)
     await runtime.start()
