@@ -313,45 +313,65 @@ def _run_events(
 ) -> None:
     """The hot loop: every event through the guard, its timeline rows and outcome written."""
     process = guard.process
-    write_timeline = outputs.timeline.write
-    dumps = orjson.dumps
-    options = _DUMP_OPTIONS
-    by_source = stats.by_source
-    by_kind = stats.by_actor_kind
-    events = duplicates = 0
-    first_at, last_at = stats.first_event_at, stats.last_event_at
-    since_gc = 0
-    deadletters_seen = stats.deadletters
+    tally = _Tally(stats, outputs, collect)
+    observed = tally.observed
     try:
         for item in items:
             out = process(item[4])
             if out.duplicate:
-                duplicates += 1
+                tally.duplicates += 1
                 continue
-            events += 1
-            obs = out.observation
-            assert obs is not None
-            attributed = obs.event
-            by_source[attributed.source] += 1
-            by_kind[attributed.actor.kind._value_] += 1
-            at = attributed.occurred_at
-            if first_at is None or at < first_at:
-                first_at = at
-            if last_at is None or at > last_at:
-                last_at = at
-            for row in _timeline_rows(attributed, obs.priors):
-                write_timeline(dumps(row, option=options))
+            assert out.observation is not None
+            observed(out.observation)
             if out.findings or out.alerts or out.pauses:
                 _record_outcome(out, outputs, stats, latest)
-            if collect:
-                since_gc += 1
-                if since_gc >= _GC_EVERY:
-                    since_gc = 0
-                    deadletters_seen = _gc_pass(stats.deadletters, deadletters_seen)
     finally:
-        stats.events += events
-        stats.duplicates += duplicates
-        stats.first_event_at, stats.last_event_at = first_at, last_at
+        tally.close()
+
+
+class _Tally:
+    """The per-event bookkeeping both event loops share: counts by source and actor kind, the
+    event-time span, the timeline rows, and the periodic collector pass (see _gc_pass)."""
+
+    __slots__ = ("stats", "write_timeline", "collect", "by_source", "by_kind", "events", "duplicates",
+                 "first_at", "last_at", "since_gc", "deadletters_seen")
+
+    def __init__(self, stats: ReplayStats, outputs: _Outputs, collect: bool) -> None:
+        self.stats = stats
+        self.write_timeline = outputs.timeline.write
+        self.collect = collect
+        self.by_source = stats.by_source
+        self.by_kind = stats.by_actor_kind
+        self.events = self.duplicates = self.since_gc = 0
+        self.first_at, self.last_at = stats.first_event_at, stats.last_event_at
+        self.deadletters_seen = stats.deadletters
+
+    def observed(self, obs: Observation) -> None:
+        """One new (not redelivered) event: count it, write its timeline rows, maybe a GC pass."""
+        self.events += 1
+        attributed = obs.event
+        self.by_source[attributed.source] += 1
+        self.by_kind[attributed.actor.kind._value_] += 1
+        at = attributed.occurred_at
+        if self.first_at is None or at < self.first_at:
+            self.first_at = at
+        if self.last_at is None or at > self.last_at:
+            self.last_at = at
+        write, dumps, options = self.write_timeline, orjson.dumps, _DUMP_OPTIONS
+        for row in _timeline_rows(attributed, obs.priors):
+            write(dumps(row, option=options))
+        if self.collect:
+            self.since_gc += 1
+            if self.since_gc >= _GC_EVERY:
+                self.since_gc = 0
+                self.deadletters_seen = _gc_pass(self.stats.deadletters, self.deadletters_seen)
+
+    def close(self) -> None:
+        """Add this loop's figures to the stats."""
+        stats = self.stats
+        stats.events += self.events
+        stats.duplicates += self.duplicates
+        stats.first_event_at, stats.last_event_at = self.first_at, self.last_at
 
 
 def _gc_pass(deadletters: int, deadletters_seen: int) -> int:
@@ -537,47 +557,25 @@ def _run_pipelined(
     encoder = _Encoder()
     encode = encoder.encode
     observe = guard.observe
-    write_timeline = outputs.timeline.write
-    dump_row = orjson.dumps
-    options = _DUMP_OPTIONS
-    by_source = stats.by_source
-    by_kind = stats.by_actor_kind
-    events = duplicates = 0
-    first_at, last_at = stats.first_event_at, stats.last_event_at
-    since_gc = 0
-    deadletters_seen = stats.deadletters
+    tally = _Tally(stats, outputs, collect)
+    observed = tally.observed
     batch: list[tuple[Any, ...]] = []
     finished = False
     try:
         for item in items:
             obs = observe(item[4])
             if obs is None:
-                duplicates += 1
+                tally.duplicates += 1
                 continue
-            events += 1
-            attributed = obs.event
-            by_source[attributed.source] += 1
-            by_kind[attributed.actor.kind._value_] += 1
-            at = attributed.occurred_at
-            if first_at is None or at < first_at:
-                first_at = at
-            if last_at is None or at > last_at:
-                last_at = at
-            for row in _timeline_rows(attributed, obs.priors):
-                write_timeline(dump_row(row, option=options))
-            batch.append(encode(obs))
+            batch.append(encode(obs))  # before the tally's GC pass: what is encoded is referenced
+            observed(obs)
             if len(batch) >= _BATCH:
                 send(dumps(("batch", encoder.fresh, batch), protocol=pickle.HIGHEST_PROTOCOL))
                 encoder.fresh = []
                 batch = []
-            if collect:
-                since_gc += 1
-                if since_gc >= _GC_EVERY:
-                    since_gc = 0
-                    deadletters_seen = _gc_pass(stats.deadletters, deadletters_seen)
         if batch:
             send(dumps(("batch", encoder.fresh, batch), protocol=pickle.HIGHEST_PROTOCOL))
-        send(dumps(("end", last_at), protocol=pickle.HIGHEST_PROTOCOL))
+        send(dumps(("end", tally.last_at), protocol=pickle.HIGHEST_PROTOCOL))
         reply = pickle.loads(here.recv_bytes())  # noqa: S301 - our own forked worker's bytes
         if reply[0] != "ok":
             raise RuntimeError(f"replay worker failed:\n{reply[1]}")
@@ -590,9 +588,7 @@ def _run_pipelined(
         message = _worker_error(here)
         raise RuntimeError(f"replay worker failed (exit {worker.exitcode}):\n{message}") from None
     finally:
-        stats.events += events
-        stats.duplicates += duplicates
-        stats.first_event_at, stats.last_event_at = first_at, last_at
+        tally.close()
         here.close()
         if not finished and worker.is_alive():
             worker.terminate()
