@@ -11,13 +11,17 @@ from app.config import Settings, Topics, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def env_settings() -> Settings:
+    """The runtime settings the environment gives (CRM_GUARD_*; a settings file is ignored)."""
+    return load_settings(env={k: v for k, v in os.environ.items() if k != "CRM_GUARD_CONFIG"})
+
+
 def bench_settings(bootstrap: str, suffix: str, partitions: int, tag: str) -> Settings:
     """Settings with fresh topic and group names (`tag` + `suffix`) on the given broker. Runtime
     settings a bench does not own (e.g. CRM_GUARD_BATCH_MAX_RECORDS) come from the environment,
     so a run measures the configuration a user would run."""
     topics = Topics(**{k: f"{v}.{tag}{suffix}" for k, v in Topics().model_dump().items()})
-    base = load_settings(env={k: v for k, v in os.environ.items() if k != "CRM_GUARD_CONFIG"})
-    return base.model_copy(update={
+    return env_settings().model_copy(update={
         "bootstrap_servers": bootstrap, "group_id": f"bench-{tag}-{suffix}", "partitions": partitions,
         "topics": topics, "web_port": 0, "state_dir": f"/tmp/crm-guard-bench-{tag}-{suffix}"})  # noqa: S108
 

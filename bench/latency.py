@@ -73,8 +73,7 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from app.config import load_settings  # noqa: E402
-from bench.common import bench_settings, code_version  # noqa: E402
+from bench.common import bench_settings, code_version, env_settings  # noqa: E402
 
 PORTAL = 62515
 CONTACTS = 200_000
@@ -120,10 +119,6 @@ def policy_yaml(fault_agents: int) -> str:
     lines.append("humans: [{vendor: hubspot, change_source: CRM_UI}]")
     lines.append("automations: [{vendor: hubspot, change_source: WORKFLOWS}]")
     return "\n".join(lines) + "\n"
-
-
-def bench_batch_records() -> int:
-    return load_settings(env={k: v for k, v in os.environ.items() if k != "CRM_GUARD_CONFIG"}).batch_max_records
 
 
 # ------------------------------------------------------------------------------------- traffic
@@ -411,10 +406,11 @@ def stage_costs(args: argparse.Namespace, deliveries: int = 2000) -> dict[str, A
     def run(name: str, stage: Any, records: list[Any]) -> Emit:
         """One stage over `records` in batches, as BatchStage._process_batch does (minus Kafka)."""
         out = Emit()
+        size = env_settings().batch_max_records
         t0 = time.process_time()
-        for start in range(0, len(records), bench_batch_records()):
+        for start in range(0, len(records), size):
             emit = Emit()
-            for rec in records[start:start + bench_batch_records()]:
+            for rec in records[start:start + size]:
                 stage.handle(rec, stage.partitions.get(rec.partition), emit)
             stage.after_batch(emit)
             changelog = [c for st in stage.partitions.values() for c in st.drain_changes()]
@@ -487,7 +483,7 @@ def report_costs(costs: dict[str, Any], send_cost: float, read_cost: float) -> f
     events = costs["events"]
     print(f"\ncost model: CPU per event of one worker, measured in this process without a broker "
           f"({events:,} background events; the runtime's stage classes, batches of "
-          f"{bench_batch_records()})")
+          f"{env_settings().batch_max_records})")
     total = 0.0
     for name, seconds in costs["spent"].items():
         us = seconds / events * 1e6
@@ -926,7 +922,7 @@ async def main_async(args: argparse.Namespace) -> None:
               f"measured {args.duration}s, {args.faults_per_s} faults/s (alternating unattributed / "
               f"denied_field), partitions {args.partitions}, "
               f"guard producer idempotent={args.idempotent}, batch_max_records "
-              f"{bench_batch_records()}, guard workers {args.workers} "
+              f"{env_settings().batch_max_records}, guard workers {args.workers} "
               f"(stages {' | '.join(','.join(s) for s in worker_stage_sets(args))}), "
               f"{experiment}"
               f"hop breakdown={'on' if args.breakdown else 'off'}; "

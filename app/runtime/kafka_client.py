@@ -18,22 +18,24 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
         kwargs["sasl_plain_username"] = settings.sasl_username
         if settings.sasl_password is not None:
             kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        kwargs["ssl_context"] = create_ssl_context(
-            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
-        )
+    ssl_context = _ssl_context(settings)
+    if ssl_context is not None:
+        kwargs["ssl_context"] = ssl_context
     return kwargs
+
+
+def _ssl_context(settings: Settings) -> Any:
+    """The TLS context of SSL and SASL_SSL connections, else None."""
+    if settings.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    return create_ssl_context(cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile)
 
 
 def faust_credentials(settings: Settings) -> Any:
     """The same SASL/TLS settings as `broker_credentials` for faust.App (its own clients connect too)."""
     import faust  # the client module stays importable without Faust
 
-    ssl_context = None
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        ssl_context = create_ssl_context(
-            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
-        )
+    ssl_context = _ssl_context(settings)
     if settings.sasl_mechanism:
         password = settings.sasl_password.get_secret_value() if settings.sasl_password is not None else None
         return faust.SASLCredentials(username=settings.sasl_username, password=password,
