@@ -64,8 +64,8 @@ class IngestStage(BatchStage):
     worker back for half a second (bench/latency.py)."""
 
     def __init__(self, *, raw_topics: dict[str, str], changes_topic: str, max_payload_bytes: int, **kw: Any) -> None:
-        kw["max_records"] = max(1, kw.get("max_records", 1000) // self.EVENTS_PER_MESSAGE)
         super().__init__(topics=list(raw_topics.values()), changelog_topic=None, **kw)
+        self.max_records = max(1, self.max_records // self.EVENTS_PER_MESSAGE)
         self.vendor_of = {topic: vendor for vendor, topic in raw_topics.items()}
         self.changes_topic = changes_topic
         self.max_payload_bytes = max_payload_bytes

@@ -27,8 +27,18 @@ def test_sasl_settings_go_to_aiokafka_and_faust_alike() -> None:
     assert isinstance(creds, faust.SASLCredentials)
     assert (creds.username, creds.password, creds.mechanism, creds.protocol) == (
         "guard", "s3cret", SASLMechanism.SCRAM_SHA_512, AuthProtocol.SASL_PLAINTEXT)
-    app = faust.App("t", broker="kafka://kafka:9093", broker_credentials=creds)
-    assert app.conf.broker_credentials is creds
+
+
+
+def test_the_worker_faust_app_is_built_with_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.runtime.assembly import build_runtime
+    from app.runtime.worker import build_faust_app
+    from detectors.policy import Policy
+
+    settings = sasl().with_overrides(state_dir=str(tmp_path))
+    runtime, _ = build_runtime(settings, Policy(), idempotent=False)
+    creds = build_faust_app(settings, runtime, None).conf.broker_credentials
+    assert isinstance(creds, faust.SASLCredentials) and creds.username == "guard"
 
 
 def test_sasl_over_tls_carries_a_tls_context() -> None:
