@@ -42,6 +42,8 @@ records in the short window (the map is kept in time order; an out-of-order even
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from detectors.base import Finding, Observation, Prior, Severity, Stage, State, finding_for
@@ -49,6 +51,8 @@ from detectors.events import ActorKind, is_blank
 from detectors.policy import Policy, Tier
 from detectors.settings import MassOverwriteSettings
 from detectors.values import FieldPatterns, TierCache, first_seen, safe_value, same_value
+
+_first = itemgetter(0)
 
 _AGENT = ActorKind.AGENT
 _HUMAN = ActorKind.HUMAN
@@ -177,10 +181,12 @@ class MassOverwriteDetector:
         records.pop(record, None)
         records[record] = [now, code, names] if blanking else [now, code]  # dict order = time order
         if now < entry["t"] and len(records) > 1:
-            # Out of order (rare): restore time order so in-order counting stays exact.
-            ordered = sorted(records.items(), key=lambda item: item[1][0])
+            # Out of order: move the record to its place in time order so counting stays exact.
+            items = list(records.items())
+            latest = items.pop()
+            items.insert(bisect_right(items, now, key=_held_time), latest)
             records.clear()
-            records.update(ordered)
+            records.update(items)
         horizon = entry["t"] - settings.long_window
         while records:
             oldest = next(iter(records))
@@ -289,17 +295,16 @@ class MassOverwriteDetector:
 
 
 def _scan(records: dict[str, list[Any]], now: int, settings: MassOverwriteSettings) -> tuple[int, int]:
-    """Exact counts for an out-of-order event: a full pass over the group's map (<= 128 records)."""
-    short_from = now - settings.window
-    long_from = now - settings.long_window
-    n_short = n_long = 0
-    for held in records.values():
-        at = held[0]
-        if long_from < at <= now:
-            n_long += 1
-            if at > short_from:
-                n_short += 1
+    """Exact counts for an out-of-order event: bisections of the group's map, which is in time order."""
+    held = list(records.values())
+    upto = bisect_right(held, now, key=_first)
+    n_long = upto - bisect_right(held, now - settings.long_window, key=_first)
+    n_short = upto - bisect_right(held, now - settings.window, key=_first)
     return n_short, n_long
+
+
+def _held_time(item: tuple[str, list[Any]]) -> int:
+    return item[1][0]
 
 
 def _who(obs: Observation) -> str:

@@ -11,12 +11,13 @@ time order (a dict re-inserted on touch), so expiry pops from the front and the 
 length. State key: the agent (ACTOR stage). Memory: at most 2 x max_records records per cap
 (beyond the cap every new record is a breach anyway, the oldest are dropped). Cost per event: one
 dict update per cap, amortized O(1) expiry. A change older than the newest one in the window
-(it crossed a different partition on the way) re-sorts the window and is counted against the
-windows that hold its time, as if it had arrived in order.
+(it crossed a different partition on the way) is inserted at its place in time order and
+counted against the windows that hold its time, as if it had arrived in order.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import ClassVar
 
 from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
@@ -54,11 +55,10 @@ class VelocityCapDetector:
                 if window[record] > now:  # out of order: keep the later time
                     continue
                 del window[record]
-            late = bool(window) and next(reversed(window.values())) > now
-            window[record] = now
-            if late:
-                count = _late_count(window, now, cap.window)
+            if window and next(reversed(window.values())) > now:
+                count = _insert_late(window, record, now, cap.window)
             else:
+                window[record] = now
                 count = len(window)
             if is_new and count > cap.max_records:
                 findings.append(self._breach(obs, cap, count, policy, agent))
@@ -100,23 +100,26 @@ def _applies(cap: VelocityCap, obs: Observation, policy: Policy) -> bool:
     return True
 
 
-def _late_count(window: dict[str, int], at: int, span: int) -> int:
-    """For a change that arrived after later ones (out of order across partitions): restore the
-    window's time order, then count as in-order processing would have, i.e. the fullest window
-    (e - span, e] that holds `at` (e from `at` up to the newest change). Counting the whole
-    window instead would join records more than `span` apart and report breaches that never were."""
-    ordered = sorted(window.items(), key=lambda item: item[1])
+def _insert_late(window: dict[str, int], record: str, at: int, span: int) -> int:
+    """Insert a change that arrived after later ones (out of order across partitions) at its place
+    in time order, and count as in-order processing would have: the fullest window (e - span, e]
+    that holds `at`, e from `at` up to the newest change. Counting the whole window instead would
+    join records more than `span` apart and report breaches that never were.
+
+    Cost: a rebuild of the window in C (list, insert, dict update; the window holds at most
+    2 x max_records entries) and, when the window spans more than `span`, one bisect per entry
+    between `at` and `at + span`."""
+    times = list(window.values())
+    place = bisect_right(times, at)
+    items = list(window.items())
+    items.insert(place, (record, at))
+    times.insert(place, at)
     window.clear()
-    window.update(ordered)
-    times = [t for _, t in ordered]
-    best = 0
-    start = 0
-    for end, e in enumerate(times):
-        while times[start] <= e - span:
-            start += 1
-        if at <= e < at + span:
-            best = max(best, end - start + 1)
-    return best
+    window.update(items)
+    stop = bisect_left(times, at + span)  # the windows to try end at times[place:stop]
+    if times[stop - 1] - span < times[0]:  # none of them has dropped an entry yet
+        return stop
+    return max(end + 1 - bisect_right(times, times[end] - span) for end in range(place, stop))
 
 
 def _expire(window: dict[str, int], cutoff: int) -> None:
