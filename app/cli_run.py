@@ -7,6 +7,8 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,10 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
 EMBEDDED_FETCH_WAIT_MS = 25
 """The stages' fetch wait on the embedded broker: each hop through tansu costs about this much."""
+EMBEDDED_SESSION_TIMEOUT_MS = 6_000
+"""tansu holds a new group's first JoinGroup for half the session timeout: the worker's consumer
+groups (Faust's own, the stages, delivery, review) joined after 30 s with Faust's default 60 s;
+with 6 s every group has joined ~3 s after start."""
 
 
 def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, EmbeddedBroker | None]:
@@ -36,6 +42,7 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
         settings = settings.with_overrides(web_port=args.port, public_url=f"http://127.0.0.1:{args.port}")
     policy_path = args.policy or settings.policy_file or (str(DEMO_DIR / "policy.yaml") if demo else None)
     policy = load_policy(policy_path)
+    _check_port_free(settings)
     broker = None
     if not settings.bootstrap_servers:
         try:
@@ -45,9 +52,24 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
             raise SystemExit(f"crm-guard: cannot start the embedded broker: {exc}") from exc
         # tansu answers a fetch only when its wait expires (docs/latency-recovery.md): keep it short.
         settings = settings.with_overrides(bootstrap_servers=broker.bootstrap, partitions=min(settings.partitions, 3),
-                                           fetch_max_wait_ms=min(settings.fetch_max_wait_ms, EMBEDDED_FETCH_WAIT_MS))
+                                           fetch_max_wait_ms=min(settings.fetch_max_wait_ms, EMBEDDED_FETCH_WAIT_MS),
+                                           session_timeout_ms=min(settings.session_timeout_ms, EMBEDDED_SESSION_TIMEOUT_MS))
         print(f"embedded broker (tansu) on {broker.bootstrap}", flush=True)
     return settings, policy, broker
+
+
+def _check_port_free(settings: Settings) -> None:
+    """Fail fast, with a message, when the web port is taken (another crm-guard, most likely),
+    instead of a traceback from deep in the worker's start after the broker was started."""
+    if not settings.web_port:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.web_host, settings.web_port))
+        except OSError as exc:
+            raise SettingsError(f"web port {settings.web_host}:{settings.web_port} is not free ({exc.strerror}): "
+                                f"is another crm-guard running? Use --port or CRM_GUARD_WEB_PORT") from exc
 
 
 def _run_worker(args: argparse.Namespace, demo: bool) -> int:
@@ -64,17 +86,29 @@ def _run_worker(args: argparse.Namespace, demo: bool) -> int:
         worker = build_worker(settings, policy, idempotent=broker is None and not args.no_idempotence,
                               extra=[feed] if feed else [], printer=True)
         print(f"crm-guard worker: web and metrics on {settings.public_url} (Ctrl-C to stop)", flush=True)
+        broker_failure: list[str] = []
+        if broker is not None:
+            broker.watch(lambda reason: _broker_failed(reason, args.command, broker_failure))
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 0
-            if feed is not None and feed.failed:
+            if (feed is not None and feed.failed) or broker_failure:
                 return 1
             return code
-        return 0
+        return 1 if broker_failure else 0
     finally:
         if broker is not None:
             broker.stop()
+
+
+def _broker_failed(reason: str, command: str, failures: list[str]) -> None:
+    """The embedded broker is gone, and its in-memory topics with it: say so once and stop."""
+    failures.append(reason)
+    print(f"crm-guard {command}: {reason}. Its topics were in memory, so this worker stops. Run it again, or "
+          f"point CRM_GUARD_BOOTSTRAP_SERVERS at a Kafka (deploy/kafka/kafka.sh start 9092 starts Apache Kafka "
+          f"here).", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

@@ -76,6 +76,15 @@ class Settings(BaseModel):
     """The stages this worker runs (`ingest,record` in the environment). Each stage is its own
     consumer group, so workers running different stages split the work by stage, and workers
     running the same stage split its partitions."""
+    session_timeout_ms: int = Field(default=10_000, ge=3_000)
+    """Consumer-group session (and rebalance) timeout of every group consumer, Faust's included.
+    A broker holds a new group's first JoinGroup to let more members come (tansu: half this
+    timeout, so Faust's default 60 s made the demo wait 30 s before it started); `run`/`demo` on
+    the embedded tansu use 6000."""
+    model_checkpoint_s: float = 60.0
+    """At most how often an agent's activity_anomaly model is checkpointed to the actor changelog
+    (seconds of wall time; also on stop and on revocation). Negative: never (models warm up again
+    after every restart)."""
     max_payload_bytes: int = Field(default=1_000_000, gt=0)
     hubspot_client_secret: SecretStr | None = None
     pipedrive_user: str | None = None

@@ -38,8 +38,9 @@ State key: the agent (ACTOR stage); the window's aggregates live in State:
 records capped at `max_records_tracked` (2000) and fields at `max_fields_tracked` (256) (the
 counts saturate there; the features are log-scaled anyway). Redelivery: last 64 event ids.
 The river model is not JSON: it is held in this object per agent, and `snapshot(agent)` /
-`restore(agent, data)` move it as pickled bytes for the runtime's changelog (pickle: restore only
-bytes this detector wrote). A lost model restarts its warm-up; the aggregates are not lost.
+`restore(agent, data)` move it as pickled bytes; the streaming runtime checkpoints them in the
+actor changelog, signed (app/runtime/model_checkpoints.py). A lost model restarts its warm-up;
+the aggregates are not lost.
 Cost: O(changed fields) per event; ~0.1-0.3 ms per closed window (25 trees, height 8), i.e.
 per agent per 5 minutes, never per event. A model is ~0.5 MB pickled.
 """
@@ -104,6 +105,12 @@ class ActivityAnomalyDetector:
         """Install a model written by `snapshot` (only bytes this detector wrote: it is pickle)."""
         trees, learned = pickle.loads(data)  # noqa: S301 - our own changelog, never user input
         self._models[agent] = AgentModel(trees=trees, learned=int(learned))
+
+    def learned(self, agent: str) -> int:
+        """Windows the agent's model has learned (0 without a model): the runtime checkpoints a
+        model when this grew (app/runtime/model_checkpoints.py)."""
+        model = self._models.get(agent)
+        return 0 if model is None else model.learned
 
     def agents(self) -> list[str]:
         """Agents with a model, sorted."""

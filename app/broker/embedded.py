@@ -11,8 +11,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -61,6 +63,7 @@ class EmbeddedBroker:
 
     process: subprocess.Popen[bytes]
     port: int
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -68,6 +71,7 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         """Terminate the broker and wait for it."""
+        self._stopping.set()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -76,11 +80,48 @@ class EmbeddedBroker:
                 self.process.kill()
                 self.process.wait()
 
+    def watch(self, on_failure: Callable[[str], None], interval_s: float = 2.0, misses: int = 3) -> threading.Thread:
+        """Call `on_failure(reason)` once if the broker exits or stops accepting connections for
+        `misses` checks in a row (until stop()). Why: tansu has been seen to stop serving mid-run
+        with nothing in its log; its data is in memory, so the worker can only stop, and it should
+        say so once instead of logging connection errors forever."""
+
+        def run() -> None:
+            missed = 0
+            while not self._stopping.wait(interval_s):
+                code = self.process.poll()
+                if code is not None:
+                    reason = f"the embedded broker (tansu) exited with code {code}"
+                elif _accepts(self.port):
+                    missed = 0
+                    continue
+                else:
+                    missed += 1
+                    if missed < misses:
+                        continue
+                    reason = (f"the embedded broker (tansu, pid {self.process.pid}) stopped accepting connections "
+                              f"on {self.bootstrap}")
+                if not self._stopping.is_set():
+                    on_failure(reason)
+                return
+
+        thread = threading.Thread(target=run, name="embedded-broker-watch", daemon=True)
+        thread.start()
+        return thread
+
     def __enter__(self) -> "EmbeddedBroker":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0):
+            return True
+    except OSError:
+        return False
 
 
 def start_embedded(port: int | None = None, log_path: str | None = None, timeout_s: float = 20.0) -> EmbeddedBroker:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,13 @@ class SigningKey:
 
     def public_b64(self) -> str:
         return public_key_b64(self.public_key)
+
+    def derived_secret(self, purpose: str) -> bytes:
+        """A 32-byte secret for `purpose` (e.g. signing model checkpoints), derived from the
+        private key, so workers sharing the pause key share it and nobody else has it."""
+        raw = self.private_key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        return hmac.new(raw, f"crm-guard {purpose}".encode(), hashlib.sha256).digest()
 
 
 def public_key_b64(key: Ed25519PublicKey) -> str:

@@ -21,7 +21,7 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from app.review.service import BadRequest, ReviewService
-from app.runtime.kafka_client import client_kwargs
+from app.runtime.kafka_client import client_kwargs, group_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ProposalConsumer:
         settings = self.service.settings
         self.consumer = AIOKafkaConsumer(
             settings.topics.proposals, bootstrap_servers=settings.bootstrap_servers, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest", **client_kwargs(settings),
+            enable_auto_commit=False, auto_offset_reset="earliest", **client_kwargs(settings), **group_kwargs(settings),
         )
         await self.consumer.start()
         self._task = asyncio.create_task(self._run())

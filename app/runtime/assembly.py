@@ -15,6 +15,7 @@ from app.review.consumer import ReviewServices
 from app.review.service import ReviewService
 from app.pause.keys import signing_key_from_settings
 from app.pause.publisher import PauseEncoder
+from app.runtime.model_checkpoints import MODEL_PURPOSE
 from app.runtime.services import DeliveryRunner, PauseStateService, TimelineService
 from app.timeline.store import TimelineStore
 from app.runtime.worker import AlertBoard, GuardRuntime, build_faust_app
@@ -54,7 +55,7 @@ def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
     )
     runtime = GuardRuntime(settings, policy, encode_pause=encode_pause, metrics=metrics,
                            idempotent=idempotent, board=board, on_finding=review.notify_finding,
-                           trust_state=review.trust_state)
+                           trust_state=review.trust_state, model_secret=signing_key.derived_secret(MODEL_PURPOSE))
     holder["runtime"] = runtime
     runtime.extra_services.append(ReviewServices(review))
     runtime.extra_services.append(TimelineService(settings, timeline))

@@ -24,6 +24,19 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def group_kwargs(settings: Settings) -> dict[str, Any]:
+    """Consumer-group timing for AIOKafkaConsumer (consumers with a group_id only)."""
+    ms = settings.session_timeout_ms
+    return {"session_timeout_ms": ms, "rebalance_timeout_ms": ms, "heartbeat_interval_ms": max(1000, ms // 3)}
+
+
+def faust_group_timing(settings: Settings) -> dict[str, float]:
+    """The same timing as faust.App settings (seconds)."""
+    seconds = settings.session_timeout_ms / 1000
+    return {"broker_session_timeout": seconds, "broker_rebalance_timeout": seconds,
+            "broker_heartbeat_interval": max(1.0, seconds / 3)}
+
+
 def _ssl_context(settings: Settings) -> Any:
     """The TLS context of SSL and SASL_SSL connections, else None."""
     if settings.security_protocol not in ("SSL", "SASL_SSL"):

@@ -10,7 +10,7 @@ from mode import Service
 from app.config import Settings
 from app.pause.publisher import PauseTopicFollower
 from app.pause.signing import PauseVerifier
-from app.runtime.kafka_client import client_kwargs
+from app.runtime.kafka_client import client_kwargs, group_kwargs
 from app.sinks.delivery import build_delivery
 from app.timeline.log import KafkaTimelineLog
 from app.timeline.store import TimelineStore
@@ -45,7 +45,7 @@ class DeliveryRunner(Service):
     def __init__(self, settings: Settings, registry: Any, idempotent: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.delivery, self.feed = build_delivery(settings, settings.routing, registry=registry, idempotent=idempotent,
-                                                  kafka_kwargs=client_kwargs(settings))
+                                                  kafka_kwargs=client_kwargs(settings), group_kwargs=group_kwargs(settings))
 
     async def on_start(self) -> None:
         await self.delivery.start()

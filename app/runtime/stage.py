@@ -61,6 +61,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self.stage.batch_lock:
+            await self.stage.before_revoke([tp.partition for tp in revoked if tp.partition in self.stage.partitions])
             for tp in revoked:
                 self.stage.partitions.pop(tp.partition, None)
 
@@ -84,6 +85,7 @@ class BatchStage(Service):
         deadletter_topic: str,
         changelog_topic: str | None,
         client_kwargs: dict[str, Any],
+        group_kwargs: dict[str, Any] | None = None,
         metrics: Any = None,
         max_records: int = 1000,
         fetch_max_wait_ms: int = 500,
@@ -97,6 +99,7 @@ class BatchStage(Service):
         self.deadletter_topic = deadletter_topic
         self.changelog_topic = changelog_topic
         self.client_kwargs = client_kwargs
+        self.group_kwargs = group_kwargs or {}
         self.metrics = metrics
         self.max_records = max_records
         self.fetch_max_wait_ms = fetch_max_wait_ms
@@ -119,6 +122,14 @@ class BatchStage(Service):
     def after_batch(self, emit: Emit) -> None:
         """Hook: produce anything derived from the whole batch (e.g. metrics gauges)."""
 
+    def restore_record(self, partition: int, state: PartitionState, key: bytes, value: bytes | None) -> None:
+        """Hook: apply one changelog record while restoring a partition (default: JSON state)."""
+        state.apply_changelog(key, value)
+
+    async def before_revoke(self, partitions: list[int]) -> None:
+        """Hook: the last chance to write anything about these partitions before another worker
+        takes them over (called under the batch lock)."""
+
     # ---- lifecycle ----------------------------------------------------------------------------
 
     async def on_start(self) -> None:
@@ -130,6 +141,7 @@ class BatchStage(Service):
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             **self.client_kwargs,
+            **self.group_kwargs,
         )
         await self.consumer.start()
         self.consumer.subscribe(self.input_topics, listener=_Rebalance(self))
@@ -162,7 +174,7 @@ class BatchStage(Service):
                 for tp, records in batch.items():
                     state = self.partitions[tp.partition]
                     for rec in records:
-                        state.apply_changelog(rec.key, rec.value)
+                        self.restore_record(tp.partition, state, rec.key, rec.value)
                         restored += 1
                 if batch:
                     continue
@@ -233,6 +245,17 @@ class BatchStage(Service):
         if futures:
             await asyncio.gather(*futures)
         await consumer.commit(offsets)
+
+    async def send_and_wait(self, records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]],
+                                                      int | None]], timeout_s: float = 10.0) -> None:
+        """Produce records outside a batch (on a stop or a revocation) and wait for the acks, for
+        at most `timeout_s`: a broker that is gone must not hold the stop up."""
+        try:
+            futures = await asyncio.wait_for(self._send_records(records), timeout_s)
+            if futures:
+                await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
+        except Exception as exc:  # noqa: BLE001 - timeouts included: logged, the caller goes on stopping
+            log.warning("%s: %d records not acknowledged while stopping: %r", self.name, len(records), exc)
 
     async def _send_records(self, records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]],
                                                       int | None]]) -> list[asyncio.Future]:

@@ -10,6 +10,8 @@ Each is a BatchStage: the detector objects are the ones `Guard` runs offline.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any, Callable
 
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 from app.adapters import AdapterError, decode_line, normalize_with_errors
 from app.replay import override_row, timeline_rows
 from app.runtime import codec
+from app.runtime.model_checkpoints import ModelCheckpoints, agent_of
 from app.runtime.stage import BatchStage, Emit, PoisonMessage
 from app.runtime.store import PartitionState
 from detectors.alerts import Alert, PauseDecision
@@ -30,6 +33,8 @@ from detectors.pipeline import ActorResult, ActorStage, LinkStage, Output, Recor
 
 PauseEncoder = Callable[[PauseDecision], tuple[str, bytes, bytes]]
 """Turns a pause decision into (topic, key, signed value)."""
+
+log = logging.getLogger(__name__)
 
 
 CHUNK_BYTES = 512 * 1024
@@ -193,9 +198,11 @@ class ActorStageRunner(BatchStage):
 
     def __init__(self, *, stage: ActorStage, alerts_topic: str, feedback_topic: str, timeline_topic: str | None,
                  encode_pause: PauseEncoder, on_alert: Callable[[Alert], None] | None = None,
-                 on_finding: Callable[[Finding], None] | None = None, **kw: Any) -> None:
+                 on_finding: Callable[[Finding], None] | None = None,
+                 checkpoints: ModelCheckpoints | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.stage = stage
+        self.checkpoints = checkpoints
         self.alerts_topic = alerts_topic
         self.feedback_topic = feedback_topic
         self.timeline_topic = timeline_topic
@@ -212,8 +219,12 @@ class ActorStageRunner(BatchStage):
         assert state is not None
         try:
             items = codec.decode_actor_inputs(record.value)
-        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
             raise PoisonMessage("invalid_actor_input", f"not a list of observations and findings: {exc}") from exc
+        if self.checkpoints is not None and record.key is not None:
+            agent = record.key.decode(errors="replace")
+            if agent in self.stage.policy.agents:
+                self.checkpoints.seen(agent, record.partition)
         for item in items:
             if isinstance(item, Observation):
                 self.observations += 1
@@ -258,3 +269,39 @@ class ActorStageRunner(BatchStage):
             for chunk in json_arrays(self.timeline_findings):
                 emit.send(self.timeline_topic, None, b'{"findings":' + chunk + b"}")
         self.timeline_findings = []
+        if self.checkpoints is not None and self.changelog_topic:
+            for partition, key, value in self.checkpoints.due(self.partitions):
+                emit.send(self.changelog_topic, key, value, partition=partition)
+
+    def restore_record(self, partition: int, state: PartitionState, key: bytes, value: bytes | None) -> None:
+        agent = agent_of(key)
+        if agent is None:
+            state.apply_changelog(key, value)
+        elif self.checkpoints is not None:
+            self.checkpoints.apply(agent, partition, value)
+
+    async def before_revoke(self, partitions: list[int]) -> None:
+        await self._final_checkpoints(partitions)
+        if self.checkpoints is not None:
+            self.checkpoints.forget(partitions)
+
+    async def on_stop(self) -> None:
+        """Checkpoint the models before leaving; a batch stuck on a broker that is gone gets 10 s."""
+        try:
+            await asyncio.wait_for(self.batch_lock.acquire(), 10)
+        except asyncio.TimeoutError:
+            log.warning("actor: a batch is still in flight after 10 s; stopping without model checkpoints")
+        else:
+            try:
+                await self._final_checkpoints(list(self.partitions))
+            finally:
+                self.batch_lock.release()
+        await super().on_stop()
+
+    async def _final_checkpoints(self, partitions: list[int]) -> None:
+        """Every model of these partitions that learned since its last checkpoint, written now."""
+        if self.checkpoints is None or not self.changelog_topic or not partitions:
+            return
+        due = self.checkpoints.due(partitions, force=True)
+        if due:
+            await self.send_and_wait([(self.changelog_topic, key, value, [], p) for p, key, value in due])

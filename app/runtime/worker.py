@@ -20,12 +20,14 @@ from mode import Service
 
 from app.config import Settings
 from app.metrics import GuardMetrics
-from app.runtime.kafka_client import client_kwargs, faust_credentials, make_producer
+from app.runtime.kafka_client import client_kwargs, faust_credentials, faust_group_timing, group_kwargs, make_producer
+from app.runtime.model_checkpoints import ModelCheckpoints
 from app.runtime.stage import BatchStage
 from app.runtime.stages import ActorStageRunner, IngestStage, LinkStageRunner, PauseEncoder, RecordStageRunner
 from app.runtime.topics import changelog_topic, ensure_topics
 from detectors.alerts import Alert, PauseDecision
 from detectors.attribution import Attributor
+from detectors.activity_anomaly import ActivityAnomalyDetector
 from detectors.base import Finding
 from app.review.service import UNKNOWN
 from detectors.pipeline import ALERTS_STATE, RECORD_STATE, ActorStage, LinkStage, RecordStage
@@ -79,9 +81,13 @@ class GuardRuntime(Service):
         board: AlertBoard | None = None,
         on_finding: Callable[[Finding], None] | None = None,
         trust_state: Any = None,
+        model_secret: bytes | None = None,
         **kwargs: Any,
     ) -> None:
+        """`model_secret` signs the checkpoints of activity_anomaly's models (None: no checkpoints,
+        the models warm up again after every restart)."""
         super().__init__(**kwargs)
+        self.model_secret = model_secret
         self.settings = settings
         self.policy = policy
         self.encode_pause = encode_pause
@@ -113,6 +119,7 @@ class GuardRuntime(Service):
             "producer": self.producer,
             "deadletter_topic": topics.deadletter,
             "client_kwargs": kwargs,
+            "group_kwargs": group_kwargs(settings),
             "metrics": self.metrics,
             "max_records": settings.batch_max_records,
             "fetch_max_wait_ms": settings.fetch_max_wait_ms,
@@ -141,7 +148,8 @@ class GuardRuntime(Service):
                 feedback_topic=topics.feedback, timeline_topic=topics.timeline,
                 encode_pause=self._encode_pause, on_alert=self.board.add,
                 on_finding=self.on_finding, topics=[topics.by_actor], group_id=f"{group}.actor",
-                changelog_topic=changelog_topic(settings, "actor"), **common,
+                changelog_topic=changelog_topic(settings, "actor"), checkpoints=self._checkpoints(detectors),
+                **common,
             ),
         ]
         for stage in self.stages:  # all four exist (stable indexes); only the configured ones run
@@ -152,6 +160,13 @@ class GuardRuntime(Service):
             for cap in self.policy.caps_for(agent):
                 self.metrics.velocity_cap.labels(self.metrics.agent_label(agent), cap.name).set(cap.max_records)
         self.ready.set()
+
+    def _checkpoints(self, detectors: list[Any]) -> ModelCheckpoints | None:
+        """Checkpoints of activity_anomaly's models (needs the secret that signs them)."""
+        holder = next((d for d in detectors if d.name == ActivityAnomalyDetector.name), None)
+        if holder is None or self.model_secret is None or self.settings.model_checkpoint_s < 0:
+            return None
+        return ModelCheckpoints(holder, self.model_secret, self.settings.model_checkpoint_s)
 
     def _encode_pause(self, pause: PauseDecision) -> tuple[str, bytes, bytes]:
         self.board.paused[pause.agent] = pause
@@ -262,6 +277,7 @@ def build_faust_app(settings: Settings, runtime: GuardRuntime, web: Service | No
         datadir=f"{settings.state_dir}/faust",
         producer_acks=-1,
         broker_credentials=faust_credentials(settings),
+        **faust_group_timing(settings),
     )
     if web is not None:
         app.web_server(web)

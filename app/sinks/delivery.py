@@ -893,6 +893,7 @@ def build_delivery(
     metrics: DeliveryMetrics | None = None,
     idempotent: bool = False,
     kafka_kwargs: Mapping[str, Any] | None = None,
+    group_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[DeliveryService, AlertFeed]:
     """Service + feed from the runtime settings, with the Kafka delivery table. Start the service
     first, then the feed; stop in reverse order."""
@@ -916,5 +917,6 @@ def build_delivery(
         settings.topics.alerts,
         group_id=f"{settings.group_id}-delivery",
         **kw,
+        **dict(group_kwargs or {}),
     )
     return service, feed

@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from app.runtime.assembly import build_runtime
+from app.runtime.model_checkpoints import agent_of
+from app.runtime.topics import changelog_topic
 from tests.integration.helpers_stream import (
     T0, agent_burst, alert_values, fresh_settings, hubspot_change, produce, read_topic, guard_policy, wait_for,
 )
@@ -142,6 +144,41 @@ async def test_restarted_worker_restores_state_from_the_changelog(kafka_bootstra
         await asyncio.sleep(1)
         kinds = [a["kind"] for a in await alerts_of(settings)]
         assert "velocity_cap" in kinds
+    finally:
+        await restarted.stop()
+
+
+async def test_restarted_worker_keeps_the_learned_activity_models(kafka_bootstrap: str, unique: str, kafka_kind: str) -> None:
+    """activity_anomaly's river models are checkpointed in the actor changelog while the worker
+    runs and when it stops: a restarted worker goes on from them instead of warming up again."""
+    # One partition: the agent's changes reach the actor stage in event-time order, so exactly 11
+    # windows close. model_checkpoint_s is the default 60 s: the first model is written with a
+    # batch, the later ones only when the worker stops.
+    settings = fresh_settings(kafka_bootstrap, unique, partitions=1)
+    # enrich-bot changes a record a minute for an hour: 11 of its 5-minute windows close.
+    events = [hubspot_change(i, 7000 + i, "jobtitle", f"t{i}", T0 + i * 60_000) for i in range(60)]
+    runtime = await start_runtime(settings, kafka_kind)
+    try:
+        await produce(kafka_bootstrap, settings.topics.raw_hubspot,
+                      [orjson.dumps(events[i:i + 5]) for i in range(0, 60, 5)])
+        assert await wait_for(lambda: _processed(runtime, 60), 60)
+        checkpoints = runtime.stages[3].checkpoints
+        learned = checkpoints.holder.learned("enrich-bot")
+        assert learned == 11
+        # The first checkpoint was written with a batch (a crash keeps it), not only on stop.
+        changelog = await read_topic(kafka_bootstrap, changelog_topic(settings, "actor"))
+        assert any(agent_of(r.key) == "enrich-bot" for r in changelog)
+    finally:
+        await runtime.stop()
+    restarted = await start_runtime(settings, kafka_kind)
+    try:
+        restored = restarted.stages[3].checkpoints
+
+        async def caught_up() -> bool:
+            return restored.holder.learned("enrich-bot") == learned
+
+        assert await wait_for(caught_up, 60), restored.holder.learned("enrich-bot")
+        assert restored.restored >= 1
     finally:
         await restarted.stop()
 

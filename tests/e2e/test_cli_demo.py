@@ -1,0 +1,71 @@
+"""`crm-guard demo` and `crm-guard run` as a user starts them (the README's first command): on the
+embedded tansu broker, the incident streamed in, alerts and pauses printed; and a clear error and
+exit 1 when the embedded broker goes away under the worker."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(240)
+
+
+def guard_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_GUARD_")}
+    env["CRM_GUARD_STATE_DIR"] = str(tmp_path / "state")
+    return env
+
+
+def test_demo_streams_the_incident_on_the_embedded_broker_and_exits_when_done(tmp_path: Path) -> None:
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "demo", "--exit-when-done", "--speed", "50000", "--port", "0"],
+        env=guard_env(tmp_path), cwd=str(ROOT), capture_output=True, text=True, timeout=200,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    assert re.search(r"embedded broker \(tansu\) on 127\.0\.0\.1:\d+", out)
+    summary = re.search(r"demo: done\. (\d+) messages processed, (\d+) alerts, paused agents: (.+)", out)
+    assert summary, out[-3000:]
+    assert int(summary.group(2)) >= 20
+    paused = {a.strip() for a in summary.group(3).split(",")}
+    assert {"enrich-agent", "forecast-agent", "pipeline-agent"} <= paused
+    for kind in ("mass_overwrite", "protected_field", "duplicate_spike", "stage_anomaly", "unattributed_actor"):
+        assert kind in out, kind
+    assert "-> PAUSED" in out
+    assert "Traceback" not in done.stderr
+
+
+def tansu_child(pid: int, timeout_s: float = 30) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            if "tansu" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"):
+                return int(child)
+        time.sleep(0.2)
+    raise AssertionError("no tansu child process")
+
+
+def test_run_stops_with_a_message_when_the_embedded_broker_dies(tmp_path: Path) -> None:
+    worker = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "run", "--port", "0"],
+        env=guard_env(tmp_path), cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        broker = tansu_child(worker.pid)
+        time.sleep(3)
+        os.kill(broker, signal.SIGKILL)
+        out, err = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 1, out[-2000:] + err[-2000:]
+    assert "the embedded broker (tansu) exited with code -9" in err
+    assert "Its topics were in memory, so this worker stops" in err
