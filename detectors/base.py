@@ -58,7 +58,8 @@ class Observation:
     """An event as the detectors see it.
 
     `priors` maps each changed field to the guard's last known value (None when the guard never
-    saw the field: it cannot tell a fill from an overwrite then). `related` is the union of the
+    saw the field: it cannot tell a fill from an overwrite then); a deletion that names no
+    values (HubSpot, Salesforce) gets every value the guard knew of the record. `related` is the union of the
     event's own associations and those the record stage remembers for the record.
     """
 

@@ -12,9 +12,10 @@ creation), and another record already carries it, the result is an `info` findin
 `duplicate_created` (group: the identity kind; details: matched record keys, hashed key). A
 changed identity moves the record from the old key to the new one (old values from the record
 state's priors); a merge removes the merged record ids from every key the merge event names; a
-deletion removes the record from the keys its event names. Sources that send no fields on delete
-or merge (HubSpot, Salesforce) leave the old id in the key until `retention`: a re-created record
-may then match its deleted self once, which the spike rule below absorbs.
+deletion removes the record from the keys of its values: those the event names (Pipedrive sends
+them) or, when it names none (HubSpot, Salesforce), the record state's last known ones, which
+it hands over as the deletion's priors. A merged-away record whose identities differ from the
+survivor's stays in those keys until `retention` (merge events name the survivor's values only).
 State: one entry per identity key, `{"r": {object_type/record_id: first_seen_ms}, "t": last_ms}`,
 at most `max_records_per_identity` (16) ids, oldest dropped; `compact()` drops keys untouched for
 `retention` (365d). Cost per event: only contacts, leads and companies with identity fields;
@@ -102,11 +103,17 @@ class DuplicateIndexDetector:
         fields, names = self._identity_fields(settings)
         known = self._is_identity
         hit = False
-        for change in event.changes:  # priors only ever name changed fields: this check covers both
+        for change in event.changes:  # priors name changed fields (and, on a delete, every known one)
             flag = known.get(change.field)
             if flag is None:
                 flag = known[change.field] = change.field.lower() in names
             hit = hit or flag
+        if event.operation == "delete":
+            for name in obs.priors:
+                flag = known.get(name)
+                if flag is None:
+                    flag = known[name] = name.lower() in names
+                hit = hit or flag
         if not hit:
             return {}
         new_values = {c.field: c.new for c in event.changes if known[c.field]}

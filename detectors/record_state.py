@@ -75,6 +75,12 @@ class RecordState:
             if new.__class__ is not str or len(new) > limit:
                 new = _cut(new, limit)
             fields[name] = [new, actor_id, kind_value, at, event_id]
+        if not event.changes and event.operation == "delete" and fields:
+            # HubSpot and Salesforce deletions carry no values: the last known ones stand in as
+            # this event's priors, so the identity index can release the deleted record.
+            for name, held in fields.items():
+                kind = _KINDS.get(held[2])
+                priors[name] = Prior(held[0], held[1], kind if kind is not None else ActorKind(held[2]), held[3], held[4])
         known_related = entry["r"]
         if event.related:
             related = _merge_related(known_related, event.related)

@@ -144,6 +144,22 @@ def test_changed_email_moves_the_record_and_delete_with_fields_removes_it():
     assert r.of("duplicate_created") == []
 
 
+def test_delete_without_fields_releases_the_identities_the_record_state_knew():
+    """HubSpot and Salesforce deletions carry no values: the record state's last known ones
+    stand in, so a record re-created after its deletion is not a duplicate of its deleted self."""
+    r = run()
+    r.feed(event("1", {"email": "ann@example.com", "firstname": "Ann", "lastname": "Lee", "company": "Acme"},
+                 by="rep", kind=HUMAN, operation="create"))
+    r.feed(event("1", {}, at=M, by="rep", kind=HUMAN, operation="delete"))
+    r.feed(event("2", {"email": "ann@example.com", "firstname": "Ann", "lastname": "Lee", "company": "Acme"},
+                 at=2 * M, operation="create"))
+    assert r.of("duplicate_created") == []
+    # a record that still exists keeps its identities: a copy of it is a duplicate
+    r.feed(event("3", {"email": "ann@example.com"}, at=3 * M, operation="create"))
+    (found,) = r.of("duplicate_created")
+    assert found.details["matched_record_keys"] == ["hubspot/contact/2"]
+
+
 def test_redelivered_create_is_not_a_second_duplicate():
     r = run()
     r.feed(event("1", {"email": "ann@example.com"}, by="rep", kind=HUMAN, operation="create"))

@@ -20,6 +20,18 @@ def test_priors_say_who_set_the_value_before() -> None:
     assert RecordState.value_of(state, obs.event.record_key, "utm_source") == "enriched"
 
 
+def test_a_deletion_without_values_gets_every_known_value_as_a_prior() -> None:
+    rs, state = RecordState(), {}
+    rs.apply(event(1, {"email": "a@example.com", "phone": "+4722"}, at=0, by="ann", kind=ActorKind.HUMAN), state)
+    obs = rs.apply(event(1, {}, at=10, by="ann", kind=ActorKind.HUMAN, operation="delete"), state)
+    assert obs is not None
+    assert {f: p.value for f, p in obs.priors.items()} == {"email": "a@example.com", "phone": "+4722"}
+    # a deletion that names values (Pipedrive) keeps the usual priors: only the fields it names
+    obs = rs.apply(event(2, {"email": "b@example.com"}, at=0), state)
+    obs = rs.apply(event(2, {"email": "b@example.com"}, at=10, operation="delete"), state)
+    assert obs is not None and list(obs.priors) == ["email"]
+
+
 def test_redelivered_event_is_a_no_op() -> None:
     rs, state = RecordState(), {}
     ev = event(1, {"a": "1"})
