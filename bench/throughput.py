@@ -1,6 +1,6 @@
 """Throughput of one guard worker through a real broker, against baselines in the same run.
 
-    python bench/throughput.py [--bootstrap HOST:PORT] [--events 200000] [--records 50000]
+    python bench/throughput.py [--bootstrap HOST:PORT] [--events 200000] [--records 50000] [--split]
 
 Without --bootstrap it starts the embedded tansu broker. It produces N canonical change events
 (agents, humans, an unknown integration; many records) to a fresh crm.changes topic, then times:
@@ -8,7 +8,10 @@ Without --bootstrap it starts the embedded tansu broker. It produces N canonical
 1. raw aiokafka getmany() reading the topic (the ceiling of the client),
 2. a bare Faust agent that only counts the same messages (a subprocess; Faust's per-event path),
 3. the guard's record, link and actor stages with every detector, until the actor stage has
-   consumed every observation (end to end through two more topics and three changelogs).
+   consumed every observation (end to end through two more topics and three changelogs);
+4. with --split, the same with the record stage in a second process (`crm-guard run --stages
+   record`): what the second core buys. Timed from the first observation the actor stage
+   receives, so the record stage's first batch (~0.1 s) is not counted.
 
 Figures are events/s; ratios are against the bare Faust agent of the same run.
 """
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -140,6 +144,52 @@ async def guard_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -
     return n / elapsed, counts
 
 
+async def guard_split_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -> float:
+    """The record stage in a child `crm-guard run --stages record`, the rest in this process."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = bench_settings(bootstrap, suffix, partitions, "thrs")
+    topics = settings.topics
+    await ensure_topics(settings, client_kwargs(settings))
+    await produce(bootstrap, topics.changes, make_events(n, max(1, n // 4)))
+    policy_file = Path(settings.state_dir) / "policy.yaml"
+    policy_file.parent.mkdir(parents=True, exist_ok=True)
+    policy_file.write_text(POLICY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_GUARD_")}
+    env.update({"CRM_GUARD_BOOTSTRAP_SERVERS": bootstrap, "CRM_GUARD_GROUP_ID": settings.group_id,
+                "CRM_GUARD_PARTITIONS": str(partitions), "CRM_GUARD_STATE_DIR": settings.state_dir,
+                "CRM_GUARD_BATCH_MAX_RECORDS": str(settings.batch_max_records)})
+    env.update({f"CRM_GUARD_TOPIC_{name.upper()}": value for name, value in topics.model_dump().items()})
+    cmd = [sys.executable, "-m", "app.cli", "run", "--stages", "record", "--port", "0", "--policy", str(policy_file)]
+    if not idempotent:
+        cmd.append("--no-idempotence")
+    runtime = GuardRuntime(settings.with_overrides(stages=["ingest", "link", "actor"]), parse_policy(POLICY),
+                           encode_pause=lambda p: (topics.pause, p.agent.encode(), b"{}"), idempotent=idempotent)
+    child = None
+    try:
+        await runtime.start()
+        await runtime.ready.wait()
+        actor = runtime.stages[3]
+        # The downstream stages own their partitions before the record stage starts: otherwise
+        # its output would pile up and the actor stage would be timed draining a backlog.
+        while len(actor.partitions) < partitions or len(runtime.stages[2].partitions) < partitions:
+            await asyncio.sleep(0.05)
+        child = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL,  # noqa: S603
+                                 stderr=open(Path(settings.state_dir) / "record-worker.log", "wb"))  # noqa: SIM115
+        first = None
+        while actor.observations < n:
+            if child.poll() is not None:
+                raise RuntimeError(f"record worker exited ({child.returncode}); log in {settings.state_dir}")
+            await asyncio.sleep(0.01)
+            if first is None and actor.observations:
+                first = time.perf_counter()
+        return n / (time.perf_counter() - (first or time.perf_counter()))
+    finally:
+        await runtime.stop()
+        if child is not None:
+            child.send_signal(signal.SIGINT)
+            child.wait(60)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     broker = None
     bootstrap = args.bootstrap
@@ -154,12 +204,16 @@ async def main_async(args: argparse.Namespace) -> None:
         raw = await raw_read(bootstrap, topic, args.events)
         faust_rate = faust_baseline(bootstrap, topic, args.events)
         guard_rate, counts = await guard_run(bootstrap, args.events, args.partitions, idempotent)
+        split_rate = await guard_split_run(bootstrap, args.events, args.partitions, idempotent) if args.split else None
         print(f"broker: {bootstrap} ({'embedded tansu' if broker else 'given'}), events: {args.events}, "
               f"partitions: {args.partitions}, cpus: {os.cpu_count()}")
         print(f"raw aiokafka getmany read          {raw:>10,.0f} events/s")
         print(f"bare Faust agent (count only)      {faust_rate:>10,.0f} events/s   (baseline)")
         print(f"guard, all detectors, 3 stages     {guard_rate:>10,.0f} events/s   "
               f"{guard_rate / faust_rate:.2f}x the bare Faust agent")
+        if split_rate is not None:
+            print(f"guard, record stage in a 2nd process {split_rate:>10,.0f} events/s   "
+                  f"{split_rate / faust_rate:.2f}x the bare Faust agent, {split_rate / guard_rate:.2f}x one process")
         print(f"messages per stage: {counts}")
     finally:
         if broker:
@@ -173,6 +227,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--idempotent", action="store_true", help="idempotent producer (Apache Kafka only)")
+    parser.add_argument("--split", action="store_true", help="also run the record stage in a second process")
     asyncio.run(main_async(parser.parse_args()))
 
 
