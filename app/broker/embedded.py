@@ -8,7 +8,9 @@ on the guard's idempotent effects, not on Kafka transactions.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -82,9 +84,8 @@ class EmbeddedBroker:
 
     def watch(self, on_failure: Callable[[str], None], interval_s: float = 2.0, misses: int = 3) -> threading.Thread:
         """Call `on_failure(reason)` once if the broker exits or stops accepting connections for
-        `misses` checks in a row (until stop()). Why: tansu has been seen to stop serving mid-run
-        with nothing in its log; its data is in memory, so the worker can only stop, and it should
-        say so once instead of logging connection errors forever."""
+        `misses` checks in a row (until stop()). Its data is in memory, so the worker can only
+        stop, and it should say so once instead of logging connection errors forever."""
 
         def run() -> None:
             missed = 0
@@ -124,15 +125,33 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def _exit_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the broker outlives a killed worker, as any child would
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def start_embedded(port: int | None = None, log_path: str | None = None, timeout_s: float = 20.0) -> EmbeddedBroker:
     """Start tansu on 127.0.0.1 with memory storage and wait until it accepts connections."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    # Its own session: a Ctrl-C in the terminal goes to the whole foreground process group, and
+    # tansu exited on it at once while the worker was still stopping, which then spent minutes
+    # logging connection errors and could not write its last checkpoints. The worker stops the
+    # broker itself, last (stop()); should the worker be killed, the kernel stops the broker.
     process = subprocess.Popen(  # noqa: S603
         [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_exit_with_parent,  # noqa: PLW1509 - async-signal-safe: one prctl call
     )
     if not wait_for_port("127.0.0.1", port, timeout_s):
         process.kill()

@@ -69,3 +69,42 @@ def test_run_stops_with_a_message_when_the_embedded_broker_dies(tmp_path: Path) 
     assert worker.returncode == 1, out[-2000:] + err[-2000:]
     assert "the embedded broker (tansu) exited with code -9" in err
     assert "Its topics were in memory, so this worker stops" in err
+
+
+def test_ctrl_c_stops_the_worker_before_its_broker(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole foreground process group. tansu used to exit on it at once, and the
+    worker then spent minutes logging connection errors; the broker is now in a session of its
+    own and stopped by the worker, last."""
+    worker = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "demo", "--port", "0"], env=guard_env(tmp_path), cwd=str(ROOT),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        broker = tansu_child(worker.pid)
+        time.sleep(15)  # streaming by now
+        os.killpg(worker.pid, signal.SIGINT)  # what the terminal does
+        out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert "demo: streaming" in out
+    assert "Connect call failed" not in err and "NodeNotReadyError" not in err, err[-2000:]
+    assert not Path(f"/proc/{broker}").exists() or "zombie" in Path(f"/proc/{broker}/status").read_text()
+
+
+def test_a_killed_worker_takes_its_embedded_broker_with_it(tmp_path: Path) -> None:
+    worker = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "run", "--port", "0"], env=guard_env(tmp_path), cwd=str(ROOT),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    broker = tansu_child(worker.pid)
+    worker.kill()
+    worker.wait(30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and Path(f"/proc/{broker}").exists():
+        status = Path(f"/proc/{broker}/status").read_text() if Path(f"/proc/{broker}").exists() else ""
+        if "zombie" in status:
+            break
+        time.sleep(0.2)
+    gone = not Path(f"/proc/{broker}").exists() or "zombie" in Path(f"/proc/{broker}/status").read_text()
+    assert gone, "tansu outlived the worker that started it"
