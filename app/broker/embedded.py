@@ -125,16 +125,21 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _exit_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started it dies (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the broker outlives a killed worker, as any child would
-
-
 _PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A function for the child, before exec: SIGTERM when the process that started it dies.
+    prctl is looked up here, in the parent: the child between fork and exec makes one call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: the broker outlives a killed worker, as any child would
+
+    def set_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return set_signal
 
 
 def start_embedded(port: int | None = None, log_path: str | None = None, timeout_s: float = 20.0) -> EmbeddedBroker:
@@ -151,7 +156,7 @@ def start_embedded(port: int | None = None, log_path: str | None = None, timeout
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_exit_with_parent,  # noqa: PLW1509 - async-signal-safe: one prctl call
+        preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - one prctl call, resolved in the parent
     )
     if not wait_for_port("127.0.0.1", port, timeout_s):
         process.kill()
