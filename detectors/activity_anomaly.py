@@ -118,6 +118,8 @@ class ActivityAnomalyDetector:
 
     def _model(self, agent: str, settings: ActivityAnomalySettings) -> AgentModel:
         model = self._models.get(agent)
+        if model is not None and _shape(model.trees) != (settings.n_trees, settings.height, settings.window_size):
+            model = None  # restored from before a policy change of the trees' shape: start again
         if model is None:
             seed = (settings.seed + zlib.crc32(agent.encode())) % (2**31)
             trees = anomaly.HalfSpaceTrees(
@@ -308,6 +310,10 @@ def _fresh(
         "lo": "",
         "e": recent if recent is not None else {},
     }
+
+
+def _shape(trees: Any) -> tuple[int, int, int]:
+    return (trees.n_trees, trees.height, trees.window_size)
 
 
 def window_features(entry: dict[str, Any], settings: ActivityAnomalySettings) -> dict[str, Any]:

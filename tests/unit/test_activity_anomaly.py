@@ -241,3 +241,22 @@ def test_usual_mix_is_learned_from_ordinary_windows_only_and_kept_in_state():
     after = r.states["activity_anomaly"]["enricher"]["cb"]
     assert after[0] < 0.05  # the anomalous windows did not teach the agent that overwriting is usual
     json.dumps(r.states["activity_anomaly"])
+
+
+def test_a_restored_model_of_another_shape_starts_again():
+    """A checkpoint from before the policy changed the trees (height 8 -> 6) is not used with
+    the new settings: that agent's model warms up again."""
+    r = warmed(1)
+    det: ActivityAnomalyDetector = r.detectors[0]
+    twin = ActivityAnomalyDetector()
+    twin.restore("enricher", det.snapshot("enricher"))
+    assert twin.learned("enricher") == det.learned("enricher") > 50
+    same = Run(twin, policy=agents_policy("enricher"))
+    same.feed(*benign_day(random.Random(5), 1)[:40])  # noqa: S311
+    assert twin.learned("enricher") > det.learned("enricher")  # went on with the restored model
+    other = ActivityAnomalyDetector()
+    other.restore("enricher", det.snapshot("enricher"))
+    reshaped = Run(other, policy=agents_policy("enricher", activity_anomaly={"height": 6}))
+    reshaped.feed(*benign_day(random.Random(5), 1)[:40])  # noqa: S311
+    assert 0 < other.learned("enricher") < 10
+    assert other._models["enricher"].trees.height == 6
