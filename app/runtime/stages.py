@@ -191,6 +191,10 @@ class LinkStageRunner(BatchStage):
                 emit.send(self.by_actor, finding.actor_key, orjson.dumps([codec.actor_input(finding=finding)]))
 
 
+def _event_time(item: Observation | Finding) -> int:
+    return item.event.occurred_at if isinstance(item, Observation) else item.occurred_at
+
+
 class ActorStageRunner(BatchStage):
     """Caps, scope, rates, anomaly scores, and alert grouping; emits alerts, pauses, feedback."""
 
@@ -225,6 +229,11 @@ class ActorStageRunner(BatchStage):
             agent = record.key.decode(errors="replace")
             if agent in self.stage.policy.agents:
                 self.checkpoints.seen(agent, record.partition)
+        # One message holds an actor's items from one record-stage batch, partition after
+        # partition: in a backlog, hours of one partition before the next one's. In event-time
+        # order (stable: a finding stays after the observation it came with) the windowed
+        # detectors see what the replay sees instead of long runs of late changes.
+        items.sort(key=_event_time)
         for item in items:
             if isinstance(item, Observation):
                 self.observations += 1
