@@ -4,7 +4,6 @@ embedded broker, with the bundled incident streamed in accelerated time)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
