@@ -26,6 +26,17 @@ def bench_settings(bootstrap: str, suffix: str, partitions: int, tag: str) -> Se
         "topics": topics, "web_port": 0, "state_dir": f"/tmp/crm-guard-bench-{tag}-{suffix}"})  # noqa: S108
 
 
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `crm-guard run` child that must join these settings' topics and
+    groups (this process's own CRM_GUARD_* variables left out)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_GUARD_")}
+    env.update({"CRM_GUARD_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "CRM_GUARD_GROUP_ID": settings.group_id,
+                "CRM_GUARD_PARTITIONS": str(settings.partitions), "CRM_GUARD_STATE_DIR": settings.state_dir,
+                "CRM_GUARD_BATCH_MAX_RECORDS": str(settings.batch_max_records)})
+    env.update({f"CRM_GUARD_TOPIC_{name.upper()}": value for name, value in settings.topics.model_dump().items()})
+    return env
+
+
 def code_version() -> str:
     """The commit and the tracked files changed in the working tree (figures depend on both)."""
     try:

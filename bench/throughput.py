@@ -40,7 +40,8 @@ from app.policy_file import parse_policy  # noqa: E402
 from app.runtime.kafka_client import client_kwargs  # noqa: E402
 from app.runtime.topics import ensure_topics  # noqa: E402
 from app.runtime.worker import GuardRuntime  # noqa: E402
-from bench.common import bench_settings  # noqa: E402
+from app.config import Settings  # noqa: E402
+from bench.common import bench_settings, worker_env  # noqa: E402
 
 POLICY = """
 agents:
@@ -119,16 +120,24 @@ def faust_baseline(bootstrap: str, topic: str, n: int) -> float:
     raise RuntimeError(f"faust baseline failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
 
 
-async def guard_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -> tuple[float, dict[str, int]]:
-    suffix = uuid.uuid4().hex[:8]
-    settings = bench_settings(bootstrap, suffix, partitions, "thr")
-    topics = settings.topics
-    # The backlog is in the topic before the worker starts, as for the two baselines: producing
-    # while the guard runs would share the CPU with it and start its clock mid-stream.
+async def backlog(bootstrap: str, n: int, partitions: int, tag: str) -> Settings:
+    """Fresh topics with n events waiting on crm.changes. The backlog is in the topic before the
+    worker starts, as for the two baselines: producing while the guard runs would share the CPU
+    with it and start its clock mid-stream."""
+    settings = bench_settings(bootstrap, uuid.uuid4().hex[:8], partitions, tag)
     await ensure_topics(settings, client_kwargs(settings))
-    await produce(bootstrap, topics.changes, make_events(n, max(1, n // 4)))
-    runtime = GuardRuntime(settings, parse_policy(POLICY), encode_pause=lambda p: (topics.pause, p.agent.encode(), b"{}"),
-                           idempotent=idempotent)
+    await produce(bootstrap, settings.topics.changes, make_events(n, max(1, n // 4)))
+    return settings
+
+
+def guard_runtime(settings: Settings, idempotent: bool) -> GuardRuntime:
+    pause_topic = settings.topics.pause
+    return GuardRuntime(settings, parse_policy(POLICY), encode_pause=lambda p: (pause_topic, p.agent.encode(), b"{}"),
+                        idempotent=idempotent)
+
+
+async def guard_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -> tuple[float, dict[str, int]]:
+    runtime = guard_runtime(await backlog(bootstrap, n, partitions, "thr"), idempotent)
     await runtime.start()
     await runtime.ready.wait()
     record, actor = runtime.stages[1], runtime.stages[3]
@@ -146,24 +155,14 @@ async def guard_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -
 
 async def guard_split_run(bootstrap: str, n: int, partitions: int, idempotent: bool) -> float:
     """The record stage in a child `crm-guard run --stages record`, the rest in this process."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = bench_settings(bootstrap, suffix, partitions, "thrs")
-    topics = settings.topics
-    await ensure_topics(settings, client_kwargs(settings))
-    await produce(bootstrap, topics.changes, make_events(n, max(1, n // 4)))
+    settings = await backlog(bootstrap, n, partitions, "thrs")
     policy_file = Path(settings.state_dir) / "policy.yaml"
     policy_file.parent.mkdir(parents=True, exist_ok=True)
     policy_file.write_text(POLICY)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_GUARD_")}
-    env.update({"CRM_GUARD_BOOTSTRAP_SERVERS": bootstrap, "CRM_GUARD_GROUP_ID": settings.group_id,
-                "CRM_GUARD_PARTITIONS": str(partitions), "CRM_GUARD_STATE_DIR": settings.state_dir,
-                "CRM_GUARD_BATCH_MAX_RECORDS": str(settings.batch_max_records)})
-    env.update({f"CRM_GUARD_TOPIC_{name.upper()}": value for name, value in topics.model_dump().items()})
     cmd = [sys.executable, "-m", "app.cli", "run", "--stages", "record", "--port", "0", "--policy", str(policy_file)]
     if not idempotent:
         cmd.append("--no-idempotence")
-    runtime = GuardRuntime(settings.with_overrides(stages=["ingest", "link", "actor"]), parse_policy(POLICY),
-                           encode_pause=lambda p: (topics.pause, p.agent.encode(), b"{}"), idempotent=idempotent)
+    runtime = guard_runtime(settings.with_overrides(stages=["ingest", "link", "actor"]), idempotent)
     child = None
     try:
         await runtime.start()
@@ -173,7 +172,7 @@ async def guard_split_run(bootstrap: str, n: int, partitions: int, idempotent: b
         # its output would pile up and the actor stage would be timed draining a backlog.
         while len(actor.partitions) < partitions or len(runtime.stages[2].partitions) < partitions:
             await asyncio.sleep(0.05)
-        child = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL,  # noqa: S603
+        child = subprocess.Popen(cmd, env=worker_env(settings), cwd=str(ROOT), stdout=subprocess.DEVNULL,  # noqa: S603
                                  stderr=open(Path(settings.state_dir) / "record-worker.log", "wb"))  # noqa: SIM115
         first = None
         while actor.observations < n:

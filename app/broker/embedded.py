@@ -51,12 +51,19 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     """True once something accepts TCP connections on host:port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
+        if accepts(host, port, timeout_s=0.5):
+            return True
+        time.sleep(0.1)
     return False
+
+
+def accepts(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """True when a TCP connection to host:port is accepted now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass
@@ -93,7 +100,7 @@ class EmbeddedBroker:
                 code = self.process.poll()
                 if code is not None:
                     reason = f"the embedded broker (tansu) exited with code {code}"
-                elif _accepts(self.port):
+                elif accepts("127.0.0.1", self.port):
                     missed = 0
                     continue
                 else:
@@ -115,14 +122,6 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2.0):
-            return True
-    except OSError:
-        return False
 
 
 _PR_SET_PDEATHSIG = 1

@@ -27,6 +27,8 @@ import zlib
 from collections.abc import Callable, Collection
 from typing import Protocol
 
+from app.runtime.store import changelog_key, split_changelog_key
+
 log = logging.getLogger(__name__)
 
 MODEL_STATE = "activity_anomaly#model"
@@ -36,7 +38,6 @@ MODEL_PURPOSE = "model checkpoints"
 MAGIC = b"CGM1"
 MAX_CHECKPOINT_BYTES = 900_000
 """Kafka's default message limit is 1 MB; a larger model (trees of height > 12) is not written."""
-_SEP = "\x1f"
 
 
 class ModelHolder(Protocol):
@@ -132,10 +133,10 @@ class ModelCheckpoints:
 
 def key_of(agent: str) -> bytes:
     """The changelog key of an agent's model checkpoint."""
-    return (MODEL_STATE + _SEP + agent).encode()
+    return changelog_key(MODEL_STATE, agent)
 
 
 def agent_of(key: bytes) -> str | None:
     """The agent of a checkpoint key; None for any other changelog key."""
-    name, sep, agent = key.decode().partition(_SEP)
-    return agent if sep and name == MODEL_STATE else None
+    name, agent = split_changelog_key(key)
+    return agent if name == MODEL_STATE else None

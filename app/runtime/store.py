@@ -18,6 +18,17 @@ import orjson
 _SEP = "\x1f"
 
 
+def changelog_key(name: str, key: str) -> bytes:
+    """The changelog key of entry `key` of state `name`."""
+    return (name + _SEP + key).encode()
+
+
+def split_changelog_key(raw: bytes) -> tuple[str, str]:
+    """(state name, entry key) of a changelog key; the name is "" when the key has no separator."""
+    name, sep, key = raw.decode().partition(_SEP)
+    return (name, key) if sep else ("", name)
+
+
 class TrackedState(MutableMapping[str, Any]):
     """A dict that remembers which keys were touched since the last flush."""
 
@@ -78,13 +89,13 @@ class PartitionState(dict[str, TrackedState]):
             for key in state.dirty:
                 value = state.data.get(key, _MISSING)
                 encoded = None if value is _MISSING else orjson.dumps(value)
-                out.append(((name + _SEP + key).encode(), encoded))
+                out.append((changelog_key(name, key), encoded))
             state.dirty.clear()
         return out
 
     def apply_changelog(self, key: bytes, value: bytes | None) -> None:
         """Rebuild one entry from a changelog record."""
-        name, _, entry_key = key.decode().partition(_SEP)
+        name, entry_key = split_changelog_key(key)
         state = self.get(name)
         if state is None:
             return

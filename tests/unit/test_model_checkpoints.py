@@ -54,11 +54,18 @@ def test_due_when_learned_and_not_written_within_the_interval() -> None:
     assert cp.due({0, 1}, force=True) == []  # partition given up: not this worker's to write
 
 
+def first_checkpoint(det: ActivityAnomalyDetector, partition: int) -> tuple[bytes, bytes]:
+    """(key, value) of the enricher's model as the worker owning `partition` writes it."""
+    cp = ModelCheckpoints(det, SECRET)
+    cp.seen("enricher", partition)
+    ((written_to, key, value),) = cp.due({partition})
+    assert written_to == partition
+    return key, value
+
+
 def test_a_restored_model_is_the_same_model() -> None:
     det = trained()
-    cp = ModelCheckpoints(det, SECRET)
-    cp.seen("enricher", 2)
-    ((_, key, value),) = cp.due({2})
+    key, value = first_checkpoint(det, 2)
     twin = ActivityAnomalyDetector()
     other = ModelCheckpoints(twin, SECRET)
     assert other.apply(agent_of(key), 2, value)
@@ -85,10 +92,7 @@ class Boom:
 
 
 def test_unsigned_forged_or_broken_checkpoints_are_skipped() -> None:
-    det = trained()
-    cp = ModelCheckpoints(det, SECRET)
-    cp.seen("enricher", 0)
-    ((_, _, value),) = cp.due({0})
+    _, value = first_checkpoint(trained(), 0)
     target = ActivityAnomalyDetector()
     other = ModelCheckpoints(target, b"another deployment's key".ljust(32))
     assert not other.apply("enricher", 0, value)  # signed with another key
