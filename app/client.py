@@ -131,7 +131,8 @@ class PauseGuard:
         )
         self._tasks = [asyncio.create_task(self._connect_and_follow(), name=f"pause-guard-{self.agent_id}")]
         try:
-            await asyncio.wait_for(self._wait_synced(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wait_synced()
         except TimeoutError:
             log.warning(
                 "pause guard for %s not synced after %.1f s: reporting paused", self.agent_id, timeout
@@ -223,9 +224,8 @@ class PauseGuard:
         while True:
             started = time.monotonic()
             try:
-                ends = await asyncio.wait_for(
-                    consumer.end_offsets(self._tps), max(1.0, self.check_interval * 2)
-                )
+                async with asyncio.timeout(max(1.0, self.check_interval * 2)):
+                    ends = await consumer.end_offsets(self._tps)
                 deadline = started + self.stale_after
                 while time.monotonic() < deadline:
                     if await caught_up(consumer, ends):
@@ -327,8 +327,9 @@ class PauseGuard:
             if remaining <= 0:
                 raise TimeoutError(f"agent {self.agent_id} still paused")
             self._changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
 
     def refuse_while_paused(self, fn: F) -> F:
         """Decorator: the function raises AgentPaused instead of running while paused."""

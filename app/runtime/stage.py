@@ -251,9 +251,11 @@ class BatchStage(Service):
         """Produce records outside a batch (on a stop or a revocation) and wait for the acks, for
         at most `timeout_s`: a broker that is gone must not hold the stop up."""
         try:
-            futures = await asyncio.wait_for(self._send_records(records), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                futures = await self._send_records(records)
             if futures:
-                await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.gather(*futures)
         except Exception as exc:  # noqa: BLE001 - timeouts included: logged, the caller goes on stopping
             log.warning("%s: %d records not acknowledged while stopping: %r", self.name, len(records), exc)
 

@@ -297,8 +297,9 @@ class ActorStageRunner(BatchStage):
     async def on_stop(self) -> None:
         """Checkpoint the models before leaving; a batch stuck on a broker that is gone gets 10 s."""
         try:
-            await asyncio.wait_for(self.batch_lock.acquire(), 10)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(10):
+                await self.batch_lock.acquire()
+        except TimeoutError:
             log.warning("actor: a batch is still in flight after 10 s; stopping without model checkpoints")
         else:
             try:

@@ -385,9 +385,9 @@ class _Lane:
     async def stop(self) -> None:
         for t in self.tasks:
             t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # gather, not `await t` under suppress(CancelledError): that would also swallow a cancel of
+        # the caller itself
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
 
     def offer(self, key: str) -> None:
@@ -425,8 +425,11 @@ class _Lane:
                     self.ready.put_nowait(key)
             timeout = self.timers[0][0] - now if self.timers else None
             self.wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as the
+            # event is set, and stop() then waits for this loop forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
 
     async def _worker(self) -> None:
         while True:
@@ -536,9 +539,8 @@ class DeliveryService:
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until no lane has work (tests, benchmarks, graceful shutdown). False on timeout."""
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(lane.idle.wait() for lane in self.lanes.values())), timeout
-            )
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(lane.idle.wait() for lane in self.lanes.values()))
         except TimeoutError:
             return False
         return all(lane.idle.is_set() for lane in self.lanes.values())

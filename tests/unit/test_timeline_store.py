@@ -209,7 +209,7 @@ def test_views_are_masked_unless_show_pii():
     store.append(entry(field="mobilephone", new="+1 415 555 4567", at=M))
     store.append(entry(field="notes", new="call bob@corp.io on +44 20 7946 0958", at=2 * M))
     store.append(entry(field="hubspot_owner_id", new="12345678", at=3 * M))
-    store.attach_finding(finding(f"ev-1-email-0-enricher", group="email",
+    store.attach_finding(finding("ev-1-email-0-enricher", group="email",
                                  details={"field": "email", "agent_value": "ann.smith@example.com"}))
     masked = {i["field"]: i for i in store.record_timeline(REC).items}
     assert masked["email"]["new"] == "a***@e***.com" and masked["email"]["old"] == "a***@o***.org"
