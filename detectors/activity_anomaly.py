@@ -4,8 +4,14 @@ Rule. Per agent, event time is cut into tumbling windows of `window` (5 min, ali
 epoch). Each window aggregates: changes per minute, distinct records, distinct fields, share of
 changes that overwrite a value someone else set (blanking included; as in mass_overwrite, an
 agent re-writing its own values is upkeep), share of high-tier fields, and the hour of
-day (sin/cos, UTC). A window closes when the agent's first event of a later window arrives (or on
-`flush`); a closed, non-empty window is scored by the agent's own model and then learned. After a
+day (sin/cos, UTC). Windows wait for late events: the agent's watermark is the latest event time
+seen, and a window closes once the watermark is `allowed_lateness` (2 min) past its end (or on
+`flush`, at the end of input); a closed, non-empty window is scored by the agent's own model and
+then learned. An event for a window that already closed counts in the oldest open one (the
+before-watermark behaviour: counted, never dropped). Vendors do not deliver in order (HubSpot
+retries, three record partitions interleaving in a backlog), and without the wait a change a
+few seconds late landed in the next window. The price: a finding comes `allowed_lateness` later
+in event time. After a
 warm-up of max(`warmup_windows`, `window_size`) windows (100; before that HalfSpaceTrees has no
 reference mass), a window is anomalous when its score is >= `threshold` (0.85) and its mix of
 work changed too (`require_composition_change`, below), and `consecutive` (3) anomalous windows in
@@ -31,12 +37,15 @@ always ~0) over the whole [0, 1] range, which made bursts score like ordinary wi
 scaling the benign 99th percentile was ~0.75 and bursts, night-time work and overwrite-heavy
 windows scored 0.87-0.92 (25 trees, height 8, window_size 100).
 
-State key: the agent (ACTOR stage); the window's aggregates live in State:
-`{"w": start, "n": changes, "r": {record: 1}, "f": {field: 1}, "ow": n, "hi": n, "k": streak,
-"pw": previous window start, "le"/"lt"/"lr"/"lo": last event of the window, "e": recent ids,
-"cb": [usual overwrite share, usual high-tier share, windows learned] (carried across windows)}`,
-records capped at `max_records_tracked` (2000) and fields at `max_fields_tracked` (256) (the
-counts saturate there; the features are log-scaled anyway). Redelivery: last 64 event ids.
+State key: the agent (ACTOR stage); the aggregates live in State: `{"wm": watermark, "o": [open
+windows in time order], "k": streak, "pw": start of the last closed window, "e": recent ids,
+"cb": [usual overwrite share, usual high-tier share, windows learned]}`, a window being
+`{"w": start, "n": changes, "r": {record: 1}, "f": {field: 1}, "ow": n, "hi": n,
+"le"/"lt"/"lr"/"lo": its last event}`. At most `allowed_lateness / window + 2` windows are open
+(`allowed_lateness` is capped at 1 h). Records per window are capped at `max_records_tracked`
+(2000) and fields at `max_fields_tracked` (256) (the counts saturate there; the features are
+log-scaled anyway). Redelivery: last 64 event ids. An entry written before windows waited
+(one flat window) is converted when the agent is next seen.
 The river model is not JSON: it is held in this object per agent, and `snapshot(agent)` /
 `restore(agent, data)` move it as pickled bytes; the streaming runtime checkpoints them in the
 actor changelog, signed (app/runtime/model_checkpoints.py). A lost model restarts its warm-up;
@@ -139,22 +148,17 @@ class ActivityAnomalyDetector:
         agent = event.actor.id
         now = event.occurred_at
         size = settings.window
-        entry = state.get(agent)
-        findings: list[Finding] = []
-        if entry is None:
-            entry = _fresh(now // size * size, None, 0)
-        elif now >= entry["w"] + size:
-            findings = self._close(agent, entry, policy, settings)
-            entry = _fresh(now // size * size, entry["pw"], entry["k"], entry["e"], entry.get("cb"))
+        entry = _current(state.get(agent), now)
         if not first_seen(entry["e"], event.event_id):
             state[agent] = entry
-            return findings
-        entry["n"] += max(1, len(event.changes))
-        records = entry["r"]
+            return []
+        window = _window_for(entry, now // size * size, size, settings.allowed_lateness)
+        window["n"] += max(1, len(event.changes))
+        records = window["r"]
         record = event.record_key
         if record not in records and len(records) < settings.max_records_tracked:
             records[record] = 1
-        fields = entry["f"]
+        fields = window["f"]
         for change in event.changes:
             if change.field not in fields and len(fields) < settings.max_fields_tracked:
                 fields[change.field] = 1
@@ -165,44 +169,63 @@ class ActivityAnomalyDetector:
                 and not (prior.actor_kind is _AGENT and prior.actor_id == agent)
                 and not same_value(prior.value, change.new)
             ):
-                entry["ow"] += 1  # someone else's set value replaced or blanked (own values: upkeep)
+                window["ow"] += 1  # someone else's set value replaced or blanked (own values: upkeep)
             if self._tiers.tier(policy, event.source, change.field) is Tier.HIGH:
-                entry["hi"] += 1
-        if now >= entry["lt"]:
-            entry["le"], entry["lt"] = event.event_id, now
-            entry["lr"], entry["lo"] = record, event.object_type.value
+                window["hi"] += 1
+        if now >= window["lt"]:
+            window["le"], window["lt"] = event.event_id, now
+            window["lr"], window["lo"] = record, event.object_type.value
+        if now > entry["wm"]:
+            entry["wm"] = now
+        findings = self._close_until(agent, entry, entry["wm"] - settings.allowed_lateness, policy, settings)
         state[agent] = entry
         return findings
 
     def flush(self, agent: str, now_ms: int, state: State, policy: Policy) -> list[Finding]:
-        """Close the agent's window if event time `now_ms` is past it (timers, end of a replay)."""
+        """End of input at event time `now_ms` (end of a replay): close the agent's windows that
+        ended by then; nothing later can arrive, so no lateness is waited for."""
         settings = policy.detectors.activity_anomaly
         entry = state.get(agent)
-        if entry is None or now_ms < entry["w"] + settings.window or entry["n"] == 0:
+        if entry is None:
             return []
-        findings = self._close(agent, entry, policy, settings)
-        state[agent] = _fresh(
-            now_ms // settings.window * settings.window, entry["pw"], entry["k"], entry["e"], entry.get("cb")
-        )
+        entry = _current(entry, now_ms)
+        findings = self._close_until(agent, entry, now_ms, policy, settings)
+        state[agent] = entry
+        return findings
+
+    def _close_until(
+        self, agent: str, entry: dict[str, Any], until: int, policy: Policy, settings: ActivityAnomalySettings
+    ) -> list[Finding]:
+        """Close, in time order, the open windows that ended at or before event time `until`."""
+        findings: list[Finding] = []
+        size = settings.window
+        open_windows = entry["o"]
+        while open_windows and open_windows[0]["w"] + size <= until:
+            findings += self._close(agent, entry, open_windows.pop(0), policy, settings)
         return findings
 
     def _close(
-        self, agent: str, entry: dict[str, Any], policy: Policy, settings: ActivityAnomalySettings
+        self,
+        agent: str,
+        entry: dict[str, Any],
+        window: dict[str, Any],
+        policy: Policy,
+        settings: ActivityAnomalySettings,
     ) -> list[Finding]:
-        """Score and learn the finished window; updates the streak in `entry`."""
-        if entry["n"] == 0:
+        """Score and learn a finished window; updates the agent's streak in `entry`."""
+        if window["n"] == 0:
             return []
-        raw = window_features(entry, settings)
+        raw = window_features(window, settings)
         x = scaled(raw, settings)
         model = self._model(agent, settings)
         warm = model.learned >= max(settings.warmup_windows, settings.window_size)
         score = float(model.trees.score_one(x)) if warm else None
         model.trees.learn_one(x)
         model.learned += 1
-        adjacent = entry["pw"] is not None and entry["w"] - entry["pw"] == settings.window
-        entry["pw"] = entry["w"]
+        adjacent = entry["pw"] is not None and window["w"] - entry["pw"] == settings.window
+        entry["pw"] = window["w"]
         usual = entry.get("cb")
-        shifted = composition_shift(entry["ow"], entry["hi"], entry["n"], usual, settings.composition_z)
+        shifted = composition_shift(window["ow"], window["hi"], window["n"], usual, settings.composition_z)
         if (
             score is None
             or score < settings.threshold
@@ -228,10 +251,10 @@ class ActivityAnomalyDetector:
                 actor_key=agent,
                 actor_kind=_AGENT,
                 agent=agent,
-                event_id=entry["le"],
-                occurred_at=entry["lt"],
-                record_key=entry["lr"],
-                object_type=entry["lo"],
+                event_id=window["le"],
+                occurred_at=window["lt"],
+                record_key=window["lr"],
+                object_type=window["lo"],
                 summary=summary,
                 details={
                     **raw,
@@ -241,7 +264,7 @@ class ActivityAnomalyDetector:
                     "usual_overwrite_share": round(usual[0], 4) if usual else None,
                     "usual_high_tier_share": round(usual[1], 4) if usual else None,
                     "streak": entry["k"],
-                    "window_start": entry["w"],
+                    "window_start": window["w"],
                     "window_ms": settings.window,
                 },
             )
@@ -287,29 +310,49 @@ def _learn_composition(usual: list[float] | None, raw: dict[str, Any], alpha: fl
     ]
 
 
-def _fresh(
-    start: int,
-    previous: int | None,
-    streak: int,
-    recent: dict[str, int] | None = None,
-    usual: list[float] | None = None,
-) -> dict[str, Any]:
+_WINDOW_KEYS = ("w", "n", "r", "f", "ow", "hi", "le", "lt", "lr", "lo")
+
+
+def _window(start: int) -> dict[str, Any]:
+    """An empty window beginning at `start`."""
+    return {"w": start, "n": 0, "r": {}, "f": {}, "ow": 0, "hi": 0, "le": "", "lt": 0, "lr": "", "lo": ""}
+
+
+def _current(entry: dict[str, Any] | None, now: int) -> dict[str, Any]:
+    """The agent's entry in the current layout: a new one, or one written before windows waited
+    for late events (one flat window, no watermark), converted."""
+    if entry is None:
+        return {"wm": now, "o": [], "k": 0, "pw": None, "e": {}, "cb": None}
+    if "o" in entry:
+        return entry
+    window = {k: entry[k] for k in _WINDOW_KEYS}
     return {
-        "cb": usual,
-        "w": start,
-        "n": 0,
-        "r": {},
-        "f": {},
-        "ow": 0,
-        "hi": 0,
-        "k": streak,
-        "pw": previous,
-        "le": "",
-        "lt": 0,
-        "lr": "",
-        "lo": "",
-        "e": recent if recent is not None else {},
+        "wm": max(entry["lt"], entry["w"]),
+        "o": [window] if window["n"] else [],
+        "k": entry["k"],
+        "pw": entry["pw"],
+        "e": entry["e"],
+        "cb": entry.get("cb"),
     }
+
+
+def _window_for(entry: dict[str, Any], start: int, size: int, lateness: int) -> dict[str, Any]:
+    """The open window an event of window `start` counts in. A window already closed (its end is
+    more than `lateness` behind the watermark) cannot take it any more: it counts in the oldest
+    open window, or in the watermark's window when none is open."""
+    open_windows = entry["o"]
+    if start + size + lateness <= entry["wm"]:
+        if open_windows:
+            return open_windows[0]
+        start = entry["wm"] // size * size
+    for i, window in enumerate(open_windows):
+        if window["w"] == start:
+            return window
+        if window["w"] > start:
+            open_windows.insert(i, _window(start))
+            return open_windows[i]
+    open_windows.append(_window(start))
+    return open_windows[-1]
 
 
 def _shape(trees: Any) -> tuple[int, int, int]:

@@ -243,6 +243,7 @@ class ActivityAnomalySettings(_Section):
     """Per-agent activity windows scored by river HalfSpaceTrees (activity_anomaly.py)."""
 
     window: Duration = 300_000
+    allowed_lateness: Annotated[Duration, Field(ge=0, le=3_600_000)] = 120_000
     warmup_windows: int = Field(default=100, ge=0)
     threshold: float = Field(default=0.85, gt=0, lt=1)
     consecutive: int = Field(default=3, gt=0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from detectors.activity_anomaly import ActivityAnomalyDetector, window_features
 from detectors.base import Severity
 from tests.unit.helpers_events import HUMAN, T0, D, H, M, Run, agents_policy, event
@@ -64,7 +66,10 @@ def test_sustained_burst_warns_on_the_third_window():
     r.feed(*seed_priors(3, 3))
     r.feed(*burst_windows(3, 10, 3))
     assert r.of("activity_anomaly") == []  # two windows closed so far: streak 2
-    r.feed(event("late", {"city": "x"}, at=DAY0 + 3 * D + 10 * H + 3 * W))  # closes the third
+    third_end = DAY0 + 3 * D + 10 * H + 3 * W
+    r.feed(event("next", {"city": "x"}, at=third_end + 2 * M - 1))  # the third still waits for late events
+    assert r.of("activity_anomaly") == []
+    r.feed(event("later", {"city": "x"}, at=third_end + 2 * M))  # 2 min (allowed_lateness) past it: closed
     (f,) = r.of("activity_anomaly")
     assert f.severity is Severity.WARNING and f.pause is False and f.agent == "enricher"
     assert f.details["streak"] == 3 and f.details["changes"] == 150
@@ -113,13 +118,13 @@ def test_redelivery_not_counted_twice_and_state_is_json_and_bounded():
     r.feed(*[event(f"r{i}", {f"f{i % 300}": "x"}, at=i) for i in range(3000)])
     det: ActivityAnomalyDetector = r.detectors[0]
     state = r.states["activity_anomaly"]
-    before = state["enricher"]["n"]
+    (window,) = state["enricher"]["o"]
+    before = window["n"]
     det.observe(r.last_obs, state, r.policy)
-    assert state["enricher"]["n"] == before == 3000
-    entry = state["enricher"]
-    assert len(entry["r"]) == 2000 and len(entry["f"]) == 256 and len(entry["e"]) == 64
+    assert state["enricher"]["o"][0]["n"] == before == 3000
+    assert len(window["r"]) == 2000 and len(window["f"]) == 256 and len(state["enricher"]["e"]) == 64
     json.dumps(state)
-    assert window_features(entry, r.policy.detectors.activity_anomaly)["distinct_records"] == 2000
+    assert window_features(window, r.policy.detectors.activity_anomaly)["distinct_records"] == 2000
 
 
 def test_snapshot_restore_gives_the_same_findings():
@@ -260,3 +265,86 @@ def test_a_restored_model_of_another_shape_starts_again():
     reshaped.feed(*benign_day(random.Random(5), 1)[:40])  # noqa: S311
     assert 0 < other.learned("enricher") < 10
     assert other._models["enricher"].trees.height == 6
+
+
+B = (T0 // W + 1) * W - T0  # offset of the first 5-minute window boundary after T0
+
+
+def open_windows(r: Run) -> list[tuple[int, int]]:
+    """(start relative to B, changes) of the agent's open windows."""
+    return [(w["w"] - T0 - B, w["n"]) for w in r.states["activity_anomaly"]["enricher"]["o"]]
+
+
+def test_a_change_late_by_less_than_allowed_lateness_counts_in_its_own_window():
+    r = Run(ActivityAnomalyDetector(), policy=agents_policy("enricher"))
+    r.feed(event("a", {"city": "x"}, at=B + W - M), event("b", {"city": "y"}, at=B + W + M))
+    r.feed(event("late", {"city": "z"}, at=B + W - 1))  # delivered after a change of the next window
+    assert open_windows(r) == [(0, 2), (W, 1)]
+    r.feed(event("c", {"city": "x"}, at=B + W + 2 * M - 1))
+    assert open_windows(r)[0] == (0, 2)  # still waiting: the watermark is < 2 min past its end
+    r.feed(event("d", {"city": "x"}, at=B + W + 2 * M))
+    assert open_windows(r) == [(W, 3)]  # the first closed with all of its changes
+    assert r.detectors[0].learned("enricher") == 1
+
+
+def test_a_change_later_than_allowed_lateness_is_counted_not_dropped():
+    r = Run(ActivityAnomalyDetector(), policy=agents_policy("enricher"))
+    r.feed(event("a", {"city": "x"}, at=B + M), event("b", {"city": "y"}, at=B + 2 * W + 3 * M))
+    assert open_windows(r) == [(2 * W, 1)] and r.detectors[0].learned("enricher") == 1
+    r.feed(event("stale", {"city": "z"}, at=B + 2 * M))  # its window was scored already
+    assert open_windows(r) == [(2 * W, 2)]
+
+
+class Recording(ActivityAnomalyDetector):
+    """Keeps the features of every window it closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: list[dict] = []
+
+    def _close(self, agent, entry, window, policy, settings):  # type: ignore[no-untyped-def]
+        if window["n"]:
+            self.closed.append(window_features(window, settings))
+        return super()._close(agent, entry, window, policy, settings)
+
+
+def test_disorder_within_allowed_lateness_closes_the_same_windows(lateness: str = "2m"):
+    rng = random.Random(11)  # noqa: S311 - test data
+    days = sorted(  # an agent's working hours, changes anywhere in a window
+        (
+            event(f"c{w}-{i}", {"city": "x"}, at=DAY0 + 9 * H + w * W + rng.randrange(W), by="enricher")
+            for w in range(200)
+            for i in range(rng.randint(3, 20))
+        ),
+        key=lambda e: e.occurred_at,
+    )
+    jittered = sorted(days, key=lambda e: e.occurred_at + rng.randint(0, 90_000))  # up to 90 s late
+    assert jittered != days
+    policy = agents_policy("enricher", activity_anomaly={"allowed_lateness": lateness})
+    in_order, shuffled = Run(Recording(), policy=policy), Run(Recording(), policy=policy)
+    in_order.feed(*days)
+    shuffled.feed(*jittered)
+    a, b = in_order.detectors[0], shuffled.detectors[0]
+    assert len(a.closed) > 150 and a.closed == b.closed
+    assert a.snapshot("enricher") == b.snapshot("enricher")
+    assert open_windows(in_order) == open_windows(shuffled)
+
+
+def test_without_allowed_lateness_late_changes_land_in_the_next_window():
+    with pytest.raises(AssertionError):
+        test_disorder_within_allowed_lateness_closes_the_same_windows("0s")
+
+
+def test_an_entry_written_before_windows_waited_is_converted():
+    r = Run(ActivityAnomalyDetector(), policy=agents_policy("enricher"))
+    r.states["activity_anomaly"]["enricher"] = {
+        "cb": [0.1, 0.2, 5], "w": T0 + B, "n": 4, "r": {"hubspot/contact/a": 1}, "f": {"city": 1},
+        "ow": 1, "hi": 0, "k": 0, "pw": T0 + B - W, "le": "ev-a", "lt": T0 + B + M, "lr": "hubspot/contact/a",
+        "lo": "contact", "e": {"ev-a": 1},
+    }
+    r.feed(event("b", {"city": "y"}, at=B + 2 * M))
+    assert open_windows(r) == [(0, 5)]
+    r.feed(event("c", {"city": "y"}, at=B + W + 2 * M))
+    entry = r.states["activity_anomaly"]["enricher"]
+    assert open_windows(r) == [(W, 1)] and entry["pw"] == T0 + B and entry["cb"][2] == 6
+    json.dumps(entry)
