@@ -28,6 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
+from app.runtime.gc_pause import collector_paused
 from app.runtime.store import PartitionState
 
 log = logging.getLogger(__name__)
@@ -162,31 +163,37 @@ class BatchStage(Service):
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_kwargs)
         await reader.start()
         try:
-            tps = [TopicPartition(self.changelog_topic, p) for p in partitions]
-            reader.assign(tps)
-            await reader.seek_to_beginning(*tps)
-            ends = await reader.end_offsets(tps)
-            restored = 0
-            # Read until every partition is at its end AND a fetch comes back empty: some brokers
-            # (tansu) report the end as the last batch's first offset + 1.
-            while True:
-                batch = await reader.getmany(*tps, timeout_ms=300, max_records=10_000)
-                for tp, records in batch.items():
-                    state = self.partitions[tp.partition]
-                    for rec in records:
-                        self.restore_record(tp.partition, state, rec.key, rec.value)
-                        restored += 1
-                if batch:
-                    continue
-                positions = [await reader.position(tp) for tp in tps]
-                if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
-                    break
-            for p in partitions:
-                self.partitions[p].drain_changes()
+            with collector_paused():
+                restored = await self._read_changelog(reader, partitions)
             log.info("%s: restored %d changelog records for partitions %s in %.2fs",
                      self.name, restored, partitions, time.monotonic() - started)
         finally:
             await reader.stop()
+
+    async def _read_changelog(self, reader: AIOKafkaConsumer, partitions: list[int]) -> int:
+        """Apply the changelog partitions to the fresh states, up to their ends; returns the count."""
+        tps = [TopicPartition(self.changelog_topic, p) for p in partitions]
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        ends = await reader.end_offsets(tps)
+        restored = 0
+        # Read until every partition is at its end AND a fetch comes back empty: some brokers
+        # (tansu) report the end as the last batch's first offset + 1.
+        while True:
+            batch = await reader.getmany(*tps, timeout_ms=300, max_records=10_000)
+            for tp, records in batch.items():
+                state = self.partitions[tp.partition]
+                for rec in records:
+                    self.restore_record(tp.partition, state, rec.key, rec.value)
+                    restored += 1
+            if batch:
+                continue
+            positions = [await reader.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
+                break
+        for p in partitions:
+            self.partitions[p].drain_changes()
+        return restored
 
     async def _run(self) -> None:
         try:
