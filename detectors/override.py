@@ -39,6 +39,7 @@ for records no agent touched; O(changed fields) otherwise.
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Any, ClassVar
 
 from detectors.base import Finding, Observation, Severity, Stage, State
@@ -63,6 +64,19 @@ class OverrideDetector:
 
     def __init__(self) -> None:
         self._patterns: tuple[OverrideSettings, FieldPatterns, FieldPatterns] | None = None
+
+    @staticmethod
+    def loaded(entry: dict[str, Any]) -> dict[str, Any]:
+        """An entry decoded from the changelog: agent ids interned and one object per agent event
+        id, as they were before they were written (JSON decoding copies every occurrence)."""
+        ids: dict[str, str] = {}
+        try:
+            for held in entry["f"].values():
+                held[0] = intern(held[0])
+                held[5] = ids.setdefault(held[5], held[5])
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass  # not the layout this class writes: kept as decoded (only sharing is lost)
+        return entry
 
     def _ignored(self, settings: OverrideSettings) -> FieldPatterns:
         return self._compiled(settings)[1]
@@ -142,7 +156,7 @@ class OverrideDetector:
         settings: OverrideSettings,
     ) -> None:
         event = obs.event
-        agent = event.actor.id
+        agent = intern(event.actor.id)  # shared by every record it wrote
         now = event.occurred_at
         ignored = self._ignored(settings)
         limit = settings.max_value_chars

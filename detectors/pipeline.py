@@ -10,7 +10,7 @@ the observation first and the upstream findings after it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, MutableMapping
+from typing import Any, Callable, Iterable, MutableMapping
 
 from detectors.alerts import Alert, AlertManager, PauseDecision
 from detectors.attribution import Attributor
@@ -59,6 +59,15 @@ class RecordStage:
 
     def state_names(self) -> list[str]:
         return [RECORD_STATE] + [d.name for d in self.detectors]
+
+    def state_loaders(self) -> dict[str, Callable[[Any], Any]]:
+        """Per state, how an entry read back from JSON is made the entry `process` keeps."""
+        loaders: dict[str, Callable[[Any], Any]] = {RECORD_STATE: self.record_state.loaded}
+        for detector in self.detectors:
+            loaded = getattr(detector, "loaded", None)
+            if loaded is not None:
+                loaders[detector.name] = loaded
+        return loaders
 
     def process(self, event: ChangeEvent, states: StateSet) -> tuple[Observation | None, list[Finding]]:
         """Apply the event; None when it was already applied (a redelivery)."""

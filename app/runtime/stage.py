@@ -29,7 +29,7 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from app.runtime.gc_pause import collector_paused
-from app.runtime.store import PartitionState
+from app.runtime.store import Loader, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,10 @@ class BatchStage(Service):
     def state_names(self) -> list[str]:
         return []
 
+    def state_loaders(self) -> dict[str, Loader]:
+        """Hook: per state name, how an entry decoded from the changelog is made the kept entry."""
+        return {}
+
     def handle(self, record: ConsumerRecord, state: PartitionState | None, emit: Emit) -> None:
         raise NotImplementedError
 
@@ -155,8 +159,9 @@ class BatchStage(Service):
     async def restore(self, partitions: list[int]) -> None:
         """Rebuild the state of newly assigned partitions from the changelog."""
         names = self.state_names()
+        loaders = self.state_loaders()
         for p in partitions:
-            self.partitions[p] = PartitionState(names)
+            self.partitions[p] = PartitionState(names, loaders)
         if not self.changelog_topic or not names or not partitions:
             return
         started = time.monotonic()

@@ -24,7 +24,7 @@ from app.replay import override_row, timeline_rows
 from app.runtime import codec
 from app.runtime.model_checkpoints import ModelCheckpoints, agent_of
 from app.runtime.stage import BatchStage, Emit, PoisonMessage
-from app.runtime.store import PartitionState
+from app.runtime.store import Loader, PartitionState
 from detectors.alerts import Alert, PauseDecision
 from detectors.attribution import Attributor
 from detectors.base import Finding, Observation
@@ -119,6 +119,9 @@ class RecordStageRunner(BatchStage):
 
     def state_names(self) -> list[str]:
         return self.stage.state_names()
+
+    def state_loaders(self) -> dict[str, Loader]:
+        return self.stage.state_loaders()
 
     def handle(self, record: ConsumerRecord, state: PartitionState | None, emit: Emit) -> None:
         assert state is not None

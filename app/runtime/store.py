@@ -10,7 +10,7 @@ partition to the end. A deleted key is written as a tombstone (value None).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -74,11 +74,17 @@ class TrackedState(MutableMapping[str, Any]):
         return self.data.items()
 
 
+Loader = Callable[[Any], Any]
+"""Turns an entry decoded from the changelog into the entry the state keeps (e.g. re-shares
+strings JSON decoding copied: RecordState.loaded)."""
+
+
 class PartitionState(dict[str, TrackedState]):
     """All detector states of one partition of one stage, by detector name."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], loaders: dict[str, Loader] | None = None) -> None:
         super().__init__({name: TrackedState(name) for name in names})
+        self.loaders = loaders or {}
 
     def drain_changes(self) -> list[tuple[bytes, bytes | None]]:
         """(changelog key, value or tombstone) for every dirty entry; clears the dirty marks."""
@@ -102,7 +108,9 @@ class PartitionState(dict[str, TrackedState]):
         if value is None:
             state.data.pop(entry_key, None)
         else:
-            state.data[entry_key] = orjson.loads(value)
+            load = self.loaders.get(name)
+            entry = orjson.loads(value)
+            state.data[entry_key] = entry if load is None else load(entry)
 
     def sizes(self) -> dict[str, int]:
         return {name: len(state.data) for name, state in self.items()}

@@ -51,3 +51,4 @@ def test_a_message_is_handled_in_event_time_order() -> None:
     assert state_after(by_partition) == in_order
     # e.g. the last 5-minute window holds its own changes, not every odd minute of the hour
     assert sum(w["n"] for w in in_order["activity_anomaly"]["enricher"]["o"]) <= 5
+

@@ -288,3 +288,16 @@ def test_salesforce_probability_and_forecast_category_follow_the_stage():
         event("3", {"Probability": 35}, at=5 * H, by="rep", kind=HUMAN, source="salesforce", object_type=DEAL)
     )
     assert [f.details["kind"] for f in r.of("override") if f.record_key.endswith("/3")] == ["correct"]
+
+
+def test_an_entry_read_back_from_json_is_equal_and_shares_agent_and_event_ids():
+    import orjson
+
+    r = run()
+    r.feed(event("1", {"jobtitle": "CTO", "city": "Lyon"}, at=H), event("2", {"city": "Oslo"}, at=H + M))
+    kept = r.states["override"]
+    back = {k: OverrideDetector.loaded(orjson.loads(orjson.dumps(v))) for k, v in kept.items()}
+    assert back == kept
+    one, two = back["hubspot/contact/1"]["f"], back["hubspot/contact/2"]["f"]
+    assert one["city"][0] is one["jobtitle"][0] is two["city"][0]  # one agent id string
+    assert one["city"][5] is one["jobtitle"][5]  # one event id per event

@@ -84,3 +84,35 @@ def test_memory_per_record_and_field_is_bounded() -> None:
     long_value = event(99_999, {"notes": "x" * 10_000})
     rs.apply(long_value, state)
     assert len(state["hubspot/contact/99999"]["f"]["notes"][0]) == 256
+
+
+def test_an_entry_read_back_from_json_is_equal_and_shares_its_strings_again() -> None:
+    """A restore decodes each entry from JSON, which copies every string: `loaded` re-shares the
+    actor ids, kinds and event ids, and a restored record costs well under a fresh decode."""
+    import orjson
+
+    rs, state = RecordState(), {}
+    for i in range(2000):
+        rs.apply(event(i, {"jobtitle": "Engineer", "utm_source": "google", "city": "Oslo"}, at=i, by="enrich-bot"), state)
+    blobs = [orjson.dumps(entry) for entry in state.values()]
+
+    def restore(load: bool) -> tuple[list[dict], float]:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        entries = [RecordState.loaded(orjson.loads(b)) if load else orjson.loads(b) for b in blobs]
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        return entries, used / len(blobs)
+
+    plain, plain_bytes = restore(False)
+    shared, shared_bytes = restore(True)
+    assert shared == plain == list(state.values())
+    fields = shared[0]["f"]
+    assert fields["city"][1] is fields["jobtitle"][1] is shared[1]["f"]["city"][1]  # one actor id string
+    assert fields["city"][4] is fields["utm_source"][4] is shared[0]["e"][0]  # one event id per event
+    assert shared_bytes < 0.8 * plain_bytes, (shared_bytes, plain_bytes)
+
+
+def test_loading_an_entry_of_another_layout_keeps_it_as_decoded() -> None:
+    for odd in ({"t": 1}, {"f": {"city": ["Oslo"]}, "e": []}, {"f": {"city": [1, 2, 3, 4, 5]}, "e": []}):
+        assert RecordState.loaded(dict(odd)) == odd
