@@ -11,7 +11,10 @@ then learned. An event for a window that already closed counts in the oldest ope
 before-watermark behaviour: counted, never dropped). Vendors do not deliver in order (HubSpot
 retries, three record partitions interleaving in a backlog), and without the wait a change a
 few seconds late landed in the next window. The price: a finding comes `allowed_lateness` later
-in event time. After a
+in event time. An agent that goes quiet does not keep its last window open: `advance(watermark)`
+closes the windows that are `allowed_lateness` behind the event time other actors' changes have
+reached (the streaming actor stage calls it per partition after each batch, the replay once per
+minute of event time). After a
 warm-up of max(`warmup_windows`, `window_size`) windows (100; before that HalfSpaceTrees has no
 reference mass), a window is anomalous when its score is >= `threshold` (0.85) and its mix of
 work changed too (`require_composition_change`, below), and `consecutive` (3) anomalous windows in
@@ -193,6 +196,26 @@ class ActivityAnomalyDetector:
         state[agent] = entry
         return findings
 
+    def advance(self, watermark_ms: int, state: State, policy: Policy) -> list[Finding]:
+        """Event time (of the partition, or of the whole replay) reached `watermark_ms`: close the
+        windows of agents that went quiet once they are `allowed_lateness` behind it. Without
+        this, an agent's last window waited for that agent's next change: a burst that stopped
+        warned hours later, or never. The agent's own watermark moves up with it, so a change of
+        an already closed window that comes after is counted late, not in a second copy of it."""
+        settings = policy.detectors.activity_anomaly
+        if not settings.enabled:
+            return []
+        until = watermark_ms - settings.allowed_lateness
+        size = settings.window
+        findings: list[Finding] = []
+        # items(), not get(): in the runtime a read marks the entry for the changelog
+        due = [(agent, entry) for agent, entry in state.items() if _due(entry, until, size)]
+        for agent, entry in sorted(due, key=lambda pair: pair[0]):
+            findings += self._close_until(agent, entry, until, policy, settings)
+            entry["wm"] = max(entry["wm"], watermark_ms)
+            state[agent] = entry
+        return findings
+
     def _close_until(
         self, agent: str, entry: dict[str, Any], until: int, policy: Policy, settings: ActivityAnomalySettings
     ) -> list[Finding]:
@@ -311,6 +334,13 @@ def _learn_composition(usual: list[float] | None, raw: dict[str, Any], alpha: fl
 
 
 _WINDOW_KEYS = ("w", "n", "r", "f", "ow", "hi", "le", "lt", "lr", "lo")
+
+
+def _due(entry: dict[str, Any], until: int, size: int) -> bool:
+    """Whether the entry's oldest open window ended by `until` (an entry in the layout before
+    windows waited has no "o": it is converted when its agent is next seen)."""
+    windows = entry.get("o")
+    return bool(windows) and windows[0]["w"] + size <= until
 
 
 def _window(start: int) -> dict[str, Any]:

@@ -25,6 +25,8 @@ StateSet = MutableMapping[str, MutableMapping[str, Any]]
 
 ALERTS_STATE = "alerts"
 RECORD_STATE = "record_state"
+ADVANCE_EVERY_MS = 60_000
+"""How often (in event time) the replay tells the actor stage where event time is."""
 
 
 @dataclass
@@ -155,6 +157,18 @@ class ActorStage:
                     self._conclude(finding, states, result)
         return result
 
+    def advance(self, watermark_ms: int, states: StateSet) -> ActorResult:
+        """Event time reached `watermark_ms` (other actors' changes say so): detectors with
+        windows close those of actors that went quiet (activity_anomaly.advance)."""
+        result = ActorResult()
+        for detector in self.detectors:
+            advance = getattr(detector, "advance", None)
+            if advance is None:
+                continue
+            for finding in advance(watermark_ms, states[detector.name], self.policy):
+                self._conclude(finding, states, result)
+        return result
+
     def process_finding(
         self, finding: Finding, states: StateSet, result: ActorResult | None = None
     ) -> ActorResult:
@@ -187,6 +201,8 @@ class Guard:
         names = self.record.state_names() + self.link.state_names() + self.actor.state_names()
         self.states: dict[str, dict[str, Any]] = {name: {} for name in names}
         self.detectors = chosen
+        self.watermark = 0  # the latest event time seen
+        self._next_advance = 0
 
     def process(self, event: ChangeEvent) -> Output:
         """Run one event through every stage."""
@@ -216,6 +232,12 @@ class Guard:
         actor.process_observation(obs, states, out)
         for finding in upstream:
             actor.process_finding(finding, states, out)
+        at = obs.event.occurred_at
+        if at > self.watermark:
+            self.watermark = at
+            if at >= self._next_advance:  # once per minute of event time: windows of quiet agents
+                self._next_advance = at - at % ADVANCE_EVERY_MS + ADVANCE_EVERY_MS
+                _merge(out, actor.advance(at, states))
         return out
 
     def finish(self, now_ms: int) -> Output:

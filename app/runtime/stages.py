@@ -218,6 +218,8 @@ class ActorStageRunner(BatchStage):
         self.on_finding = on_finding
         self.observations = 0  # changes seen by this stage (messages carry several)
         self.timeline_findings: list[bytes] = []
+        self.watermarks: dict[int, int] = {}  # per partition: the latest event time handled
+        self.advanced: set[int] = set()  # partitions whose watermark moved in this batch
 
     def state_names(self) -> list[str]:
         return self.stage.state_names()
@@ -244,6 +246,10 @@ class ActorStageRunner(BatchStage):
             else:
                 result = self.stage.process_finding(item, state)
             self._publish(result, emit)
+        latest = _event_time(items[-1]) if items else 0
+        if latest > self.watermarks.get(record.partition, 0):
+            self.watermarks[record.partition] = latest
+            self.advanced.add(record.partition)
 
     def _publish(self, result: ActorResult, emit: Emit) -> None:
         now = time.time()
@@ -275,8 +281,15 @@ class ActorStageRunner(BatchStage):
                 self.metrics.pause(pause.agent)
 
     def after_batch(self, emit: Emit) -> None:
-        """The batch's timeline findings as `{"findings": [...]}` messages of at most CHUNK_BYTES:
-        one produce per chunk instead of one per finding (a velocity burst warns on every change)."""
+        """Event time moved on in some partitions: windows of actors that went quiet there close
+        (produced and committed with this batch). Then the batch's timeline findings as
+        `{"findings": [...]}` messages of at most CHUNK_BYTES: one produce per chunk instead of
+        one per finding (a velocity burst warns on every change)."""
+        for partition in sorted(self.advanced):
+            state = self.partitions.get(partition)
+            if state is not None:
+                self._publish(self.stage.advance(self.watermarks[partition], state), emit)
+        self.advanced.clear()
         if self.timeline_topic and self.timeline_findings:
             for chunk in json_arrays(self.timeline_findings):
                 emit.send(self.timeline_topic, None, b'{"findings":' + chunk + b"}")
@@ -294,6 +307,9 @@ class ActorStageRunner(BatchStage):
 
     async def before_revoke(self, partitions: list[int]) -> None:
         await self._final_checkpoints(partitions)
+        for partition in partitions:
+            self.watermarks.pop(partition, None)
+            self.advanced.discard(partition)
         if self.checkpoints is not None:
             self.checkpoints.forget(partitions)
 

@@ -348,3 +348,39 @@ def test_an_entry_written_before_windows_waited_is_converted():
     entry = r.states["activity_anomaly"]["enricher"]
     assert open_windows(r) == [(W, 1)] and entry["pw"] == T0 + B and entry["cb"][2] == 6
     json.dumps(entry)
+
+
+def test_a_burst_that_stops_warns_when_event_time_moves_on():
+    """The agent goes quiet after three anomalous windows: its last window closes once other
+    actors' changes take event time `allowed_lateness` past it (advance), not at its next change."""
+    r = warmed()
+    r.feed(*seed_priors(3, 3))
+    r.feed(*burst_windows(3, 10, 3))
+    det: ActivityAnomalyDetector = r.detectors[0]
+    state = r.states["activity_anomaly"]
+    third_end = T0 + DAY0 + 3 * D + 10 * H + 3 * W
+    assert det.advance(third_end + 2 * M - 1, state, r.policy) == []  # within the lateness
+    (f,) = det.advance(third_end + 2 * M, state, r.policy)
+    assert f.details["streak"] == 3 and f.agent == "enricher"
+    assert state["enricher"]["o"] == [] and state["enricher"]["wm"] == third_end + 2 * M
+    assert det.advance(third_end + H, state, r.policy) == []  # nothing left to close
+    r.feed(event("late", {"city": "x"}, at=DAY0 + 3 * D + 10 * H + 2 * W + 1))  # of the closed window
+    assert open_windows(r) == [(DAY0 + 3 * D + 10 * H + 3 * W - B, 1)]  # counted in the current one
+
+
+def test_guard_replay_advances_event_time_for_quiet_agents():
+    from detectors.pipeline import Guard
+
+    guard = Guard(agents_policy("enricher"))
+    rng = random.Random(7)  # noqa: S311 - test data
+    for day in range(3):
+        for ev in benign_day(rng, day):
+            guard.process(ev)
+    for ev in seed_priors(3, 3) + burst_windows(3, 10, 3):
+        guard.process(ev)
+    # the agent stops; a human keeps working: event time moves on without the agent
+    found = []
+    for minute in range(10):
+        at = DAY0 + 3 * D + 10 * H + 3 * W + minute * M
+        found += guard.process(event(f"h{minute}", {"city": "x"}, at=at, by="rep", kind=HUMAN)).findings
+    assert [f.details["streak"] for f in found if f.detector == "activity_anomaly"] == [3]

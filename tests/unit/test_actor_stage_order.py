@@ -12,8 +12,9 @@ from aiokafka.structs import ConsumerRecord
 from app.runtime import codec
 from app.runtime.stage import Emit
 from app.runtime.stages import ActorStageRunner
-from app.runtime.store import PartitionState
+from app.runtime.store import PartitionState, changelog_key
 from detectors.base import Observation
+from detectors.events import ActorKind
 from detectors.pipeline import ActorStage
 from detectors.registry import default_detectors
 from tests.unit.helpers_events import M, agents_policy, event
@@ -52,3 +53,23 @@ def test_a_message_is_handled_in_event_time_order() -> None:
     # e.g. the last 5-minute window holds its own changes, not every odd minute of the hour
     assert sum(w["n"] for w in in_order["activity_anomaly"]["enricher"]["o"]) <= 5
 
+
+
+def test_a_batch_that_moves_event_time_on_closes_quiet_agents_windows() -> None:
+    """Another actor's changes in the same partition take event time past the agent's window:
+    after_batch closes it (produced with the batch) and marks the entry for the changelog."""
+    runner = actor_runner()
+    state = runner.partitions[0]
+    agent_change = Observation(event=event("r1", {"jobtitle": "CTO"}, at=M))
+    human_change = Observation(event=event("r2", {"city": "Oslo"}, at=20 * M, by="rep", kind=ActorKind.HUMAN))
+    runner.handle(message([agent_change]), state, Emit())
+    runner.after_batch(Emit())
+    state.drain_changes()
+    detector = next(d for d in runner.stage.detectors if d.name == "activity_anomaly")
+    assert detector.learned("enricher") == 0
+    value = orjson.dumps([codec.actor_input(obs=human_change)])
+    runner.handle(ConsumerRecord("by_actor", 0, 1, 0, 0, b"rep", value, None, 3, len(value), []), state, Emit())
+    runner.after_batch(Emit())
+    assert detector.learned("enricher") == 1  # closed without another change of its own
+    assert state["activity_anomaly"].data["enricher"]["o"] == []
+    assert changelog_key("activity_anomaly", "enricher") in {k for k, _ in state.drain_changes()}
