@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
-def _duration(value: Any) -> int:
+def duration_ms(value: Any) -> int:
+    """parse_duration_ms, imported when called: detectors.policy imports this module."""
     from detectors.policy import parse_duration_ms  # policy imports this module
 
     return parse_duration_ms(value)
 
 
-Duration = Annotated[int, BeforeValidator(_duration)]
+Duration = Annotated[int, BeforeValidator(duration_ms)]
 
 
 class _Section(BaseModel):

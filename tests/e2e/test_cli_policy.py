@@ -1,0 +1,54 @@
+"""`crm-guard policy check|show` as a user runs them: exit codes, messages, and a shown policy that
+loads back to the same policy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from app.policy_file import load_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "policy.example.yaml"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "policy", *args], cwd=str(ROOT), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_of_the_example_prints_what_is_enforced_and_exits_0() -> None:
+    done = cli("check", str(EXAMPLE))
+    assert done.returncode == 0, done.stderr
+    assert "agent enrich-bot: fills firmographic fields" in done.stdout
+    assert "identity      hubspot change_source=INTEGRATION app_id=4242" in done.stdout
+    assert done.stdout.strip().endswith("policy.example.yaml: valid") and done.stderr == ""
+
+
+def test_check_of_an_invalid_file_names_the_key_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("agents:\n  bot:\n    velocity_caps:\n      - {max_records: 0}\n")
+    done = cli("check", str(bad))
+    assert done.returncode == 2 and "agents.bot.velocity_caps.0.max_records" in done.stderr
+    assert cli("check", str(tmp_path / "missing.yaml")).returncode == 2
+
+
+def test_warnings_go_to_stderr_and_fail_only_with_strict(tmp_path: Path) -> None:
+    risky = tmp_path / "policy.yaml"
+    risky.write_text("agents:\n  greedy:\n    identities: [{vendor: hubspot}]\n")
+    done = cli("check", str(risky))
+    assert done.returncode == 0 and "warning: agents.greedy.identities.0: names only the vendor" in done.stderr
+    assert "1 warning(s)" in done.stdout
+    assert cli("check", "--strict", str(risky)).returncode == 1
+
+
+def test_show_writes_durations_as_the_file_does_and_loads_back_unchanged(tmp_path: Path) -> None:
+    done = cli("show", str(EXAMPLE))
+    assert done.returncode == 0, done.stderr
+    assert "window: 1h" in done.stdout and "allowed_lateness: 2m" in done.stdout
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(done.stdout)
+    assert load_policy(shown) == load_policy(EXAMPLE)
+    assert cli("show").returncode == 0  # the shipped defaults
