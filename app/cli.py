@@ -14,6 +14,7 @@ from typing import Sequence
 
 from app.config import SettingsError
 from app.policy_file import PolicyError, load_policy
+from app.policy_lint import lint_policy
 
 # Modules that add commands with `register(subparsers)`, in the order `--help` lists them.
 COMMAND_MODULES: list[str] = [
@@ -26,6 +27,9 @@ def _replay(args: argparse.Namespace) -> int:
     from app.replay import EXIT_DEADLETTERS, EXIT_OK, print_summary, run_replay
 
     policy = load_policy(args.policy)
+    if not args.quiet:
+        for warning in lint_policy(policy):
+            print(f"crm-guard replay: policy warning: {warning}", file=sys.stderr)
     paths = [Path(p) for p in args.files]
     for path in paths:
         if not path.is_file():

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from app.broker.embedded import BrokerError, EmbeddedBroker, start_embedded
 from app.config import Settings, SettingsError, load_settings
 from app.policy_file import load_policy
+from app.policy_lint import lint_policy
 
 log = logging.getLogger("crm_guard")
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -41,6 +42,8 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
         settings = settings.with_overrides(web_port=args.port, public_url=f"http://127.0.0.1:{args.port}")
     policy_path = args.policy or settings.policy_file or (str(DEMO_DIR / "policy.yaml") if demo else None)
     policy = load_policy(policy_path)
+    for warning in lint_policy(policy):  # valid but likely to attribute wrongly: say so at start
+        print(f"crm-guard: policy warning: {warning}", file=sys.stderr, flush=True)
     _check_port_free(settings)
     broker = None
     if not settings.bootstrap_servers:

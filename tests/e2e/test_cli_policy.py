@@ -52,3 +52,16 @@ def test_show_writes_durations_as_the_file_does_and_loads_back_unchanged(tmp_pat
     shown.write_text(done.stdout)
     assert load_policy(shown) == load_policy(EXAMPLE)
     assert cli("show").returncode == 0  # the shipped defaults
+
+
+def test_replay_warns_about_a_policy_that_attributes_wrongly(tmp_path: Path) -> None:
+    greedy = tmp_path / "policy.yaml"
+    greedy.write_text("agents:\n  greedy:\n    identities: [{vendor: hubspot}]\n")
+    lines = tmp_path / "hubspot.jsonl"
+    lines.write_text((ROOT / "tests/fixtures/vendors/hubspot_batch.json").read_text().replace("\n", "") + "\n")
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "replay", "--policy", str(greedy), "--out", str(tmp_path / "out"), str(lines)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "policy warning: agents.greedy.identities.0: names only the vendor" in done.stderr
