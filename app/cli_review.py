@@ -88,7 +88,7 @@ def handle(args: argparse.Namespace) -> int:
         print("crm-guard review: choose an action: list, show, approve, modify or reject", file=sys.stderr)
         return 2
     try:
-        client = _Client(args.url or _default_url(), args.timeout)
+        client = _Client(args.url or _default_url(), args.timeout, _api_token())
         return int(_ACTIONS[command](client, args))
     except CliError as exc:
         print(f"crm-guard review {command}: {exc}", file=sys.stderr)
@@ -101,17 +101,33 @@ def _default_url() -> str:
     return load_settings().public_url
 
 
+def _api_token() -> str | None:
+    """The operator token the guard's API wants for decisions (CRM_GUARD_API_TOKEN or the config
+    file's api_token); never a command-line argument, which other users could read in `ps`."""
+    from app.config import SettingsError, load_settings
+
+    try:
+        secret = load_settings().api_token
+    except SettingsError:
+        return None
+    return secret.get_secret_value() if secret is not None else None
+
+
 class _Client:
-    def __init__(self, base: str, timeout: float) -> None:
+    def __init__(self, base: str, timeout: float, token: str | None = None) -> None:
         if not base.startswith(("http://", "https://")):
             raise CliError(f"--url must start with http:// or https://, got {base!r}", 2)
         self.base = base.rstrip("/")
         self.timeout = timeout
+        self.token = token
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(self.base + path, data=data, method=method,  # noqa: S310 - http(s) only
-                                         headers={"Content-Type": "application/json", "Accept": "application/json"})
+                                         headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 return json.loads(response.read() or b"null")
@@ -120,6 +136,8 @@ class _Client:
                 reason = json.loads(exc.read()).get("error") or exc.reason
             except (ValueError, AttributeError):
                 reason = exc.reason
+            if exc.code == 401:
+                raise CliError(f"the guard wants its operator token for this: set CRM_GUARD_API_TOKEN ({reason})", 2) from None
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 raise CliError(str(reason), 2) from None
             raise CliError(f"the guard answered {exc.code}: {reason}", 1) from None

@@ -44,6 +44,9 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
     policy = load_policy(policy_path)
     for warning in lint_policy(policy):  # valid but likely to attribute wrongly: say so at start
         print(f"crm-guard: policy warning: {warning}", file=sys.stderr, flush=True)
+    if settings.api_token is None and not demo:
+        print("crm-guard: warning: no api_token: anyone who reaches the HTTP port (agents included) can approve "
+              "proposals and resume paused agents; set CRM_GUARD_API_TOKEN", file=sys.stderr, flush=True)
     _check_port_free(settings)
     broker = None
     if not settings.bootstrap_servers:

@@ -98,6 +98,10 @@ class Settings(BaseModel):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     show_pii: bool = False
+    api_token: SecretStr | None = None
+    """Bearer token the HTTP API requires for every change it makes (review decisions, batch
+    approvals, autonomy pins, agent resumes; app/web/auth.py). Unset: those are open to anyone
+    who reaches the port, agents included."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("stages", mode="before")

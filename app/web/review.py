@@ -318,8 +318,8 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"typ
 
 def _responses(ok: str, *codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": _ref(ok)}}}}
-    text = {400: "Bad body or query", 404: "Unknown proposal or agent", 409: "Already decided",
-            503: "The review service is not running"}
+    text = {400: "Bad body or query", 401: "The guard has an api_token and the request did not carry it",
+            404: "Unknown proposal or agent", 409: "Already decided", 503: "The review service is not running"}
     for code in codes:
         out[str(code)] = {"description": text[code], "content": {"application/json": {"schema": _ref("Error")}}}
     return out
@@ -329,7 +329,8 @@ def _post(summary: str, body: str, ok: str, *codes: int, params: list[Any] | Non
     op: dict[str, Any] = {
         "summary": summary,
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(body)}}},
-        "responses": _responses(ok, *codes),
+        "responses": _responses(ok, 401, *codes),
+        "security": [{"operatorToken": []}],  # enforced when the guard has an api_token (app/web/auth.py)
     }
     if params:
         op["parameters"] = params
@@ -374,7 +375,9 @@ def openapi_spec() -> dict[str, Any]:
             "/api/agents/{agent}/pin": _post("Pin (or unpin) an agent's autonomy in a tier", "PinBody",
                                              "PinResult", 400, 404, 503, params=agent),
         },
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": {"operatorToken": {
+            "type": "http", "scheme": "bearer",
+            "description": "The guard's api_token (CRM_GUARD_API_TOKEN); required for changes when it is set"}}},
     }
 
 

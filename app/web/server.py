@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from mode import Service
 
+from app.web.auth import operator_auth
 from app.web.keys import BY_NAME
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver", "app.web.review",
 
 def build_web_app(shared: dict[str, Any]) -> web.Application:
     """The application with every route module's routes and the shared objects attached."""
-    application = web.Application(client_max_size=int(shared["settings"].max_payload_bytes) + 1024)
+    application = web.Application(client_max_size=int(shared["settings"].max_payload_bytes) + 1024,
+                                  middlewares=[operator_auth])
     for name, value in shared.items():
         application[BY_NAME[name]] = value
     for name in ROUTE_MODULES:

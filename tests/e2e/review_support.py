@@ -14,7 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.config import Settings, Topics
 from app.review.service import ReviewService
-from app.web.keys import REVIEW
+from app.web.auth import operator_auth
+from app.web.keys import REVIEW, SETTINGS
 from app.web.review import add_routes
 from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, SourceIdentity
 from detectors.policy import AgentPolicy, Autonomy, Policy, Tier
@@ -78,14 +79,19 @@ SEED = [
 
 @asynccontextmanager
 async def review_server(bootstrap: str, unique: str, seed: list[dict[str, Any]] | None = None,
+                        api_token: str | None = None,
                         **service_kw: Any) -> AsyncIterator[tuple[ReviewService, TestClient]]:
-    """A started service with `seed` submitted, and a client of a real HTTP server in front of it."""
+    """A started service with `seed` submitted, and a client of a real HTTP server in front of it
+    (with the guard's operator-token middleware; `api_token` sets the token it wants)."""
     settings = make_settings(bootstrap, unique)
+    if api_token is not None:
+        settings = settings.with_overrides(api_token=api_token)
     await create_topics(settings)
     service = ReviewService(settings, POLICY, current_value=current_value, **service_kw)
     await service.start()
-    app = web.Application()
+    app = web.Application(middlewares=[operator_auth])
     app[REVIEW] = service
+    app[SETTINGS] = settings
     add_routes(app)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

@@ -69,6 +69,7 @@ def test_run_stops_with_a_message_when_the_embedded_broker_dies(tmp_path: Path) 
     assert worker.returncode == 1, out[-2000:] + err[-2000:]
     assert "the embedded broker (tansu) exited with code -9" in err
     assert "Its topics were in memory, so this worker stops" in err
+    assert "warning: no api_token: anyone who reaches the HTTP port" in err  # said once, at start
 
 
 def test_ctrl_c_stops_the_worker_before_its_broker(tmp_path: Path) -> None:

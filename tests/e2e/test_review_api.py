@@ -266,3 +266,22 @@ async def test_cli_default_url_comes_from_settings(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CRM_GUARD_PUBLIC_URL", f"http://127.0.0.1:{port}")
     code, _, err = await run_cli(["list"], monkeypatch, capsys)
     assert code == 1 and f"127.0.0.1:{port}" in err
+
+
+async def test_a_guard_with_an_operator_token_refuses_decisions_without_it(
+    kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Agents reach the API too: with api_token set, approving needs it (HTTP 401 with a reason;
+    the CLI exits 2 and says which variable to set), reading does not."""
+    async with review_server(kafka_bootstrap, unique, api_token="op-token-1") as (service, client):
+        refused = await client.post("/api/review/proposals/p-101/approve", json={"by": "enricher"})
+        assert refused.status == 401 and (await refused.json())["error"] == "missing_token"
+        assert service.store.get("p-101").status.value == "pending"  # type: ignore[union-attr]
+        assert (await client.get("/api/review/proposals")).status == 200
+        url = str(client.make_url("")).rstrip("/")
+        monkeypatch.delenv("CRM_GUARD_API_TOKEN", raising=False)
+        code, _, err = await run_cli(["approve", "p-101", "--url", url, "--by", "ann"], monkeypatch, capsys)
+        assert code == 2 and "CRM_GUARD_API_TOKEN" in err
+        monkeypatch.setenv("CRM_GUARD_API_TOKEN", "op-token-1")
+        code, out, _ = await run_cli(["approve", "p-101", "--url", url, "--by", "ann"], monkeypatch, capsys)
+        assert (code, out.strip()) == (0, "p-101: approved")

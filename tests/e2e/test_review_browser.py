@@ -144,3 +144,23 @@ async def test_group_checkbox_and_shift_a_approve_a_group(browser, kafka_bootstr
         await group.locator('article[data-id="p-104"] .outcome', has_text="approved by bob").wait_for()
         assert sorted(service.store.backlog().items()) == [("enricher", 2), ("scorer", 1)]
         assert {r.proposal_id for r in service.store.select() if r.decided_by == "bob"} == {"p-101", "p-102", "p-104"}
+
+
+async def test_a_decision_asks_for_the_operator_token_when_the_guard_has_one(  # type: ignore[no-untyped-def]
+        browser, kafka_bootstrap: str, unique: str) -> None:
+    async with review_server(kafka_bootstrap, unique, api_token="op-token-2") as (service, client):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(str(client.make_url("/review")))
+        await page.locator("article.item").first.wait_for()
+        await page.fill("#reviewer", "ann")
+        first = page.locator("article.item").first
+        pid = await first.get_attribute("data-id")
+        await first.locator("button.approve").click()
+        await page.locator("#message.error").wait_for()
+        assert "operator token" in await page.locator("#message").inner_text()
+        assert service.store.get(pid).status.value == "pending"  # type: ignore[union-attr]
+        await page.fill("#token", "op-token-2")
+        await first.locator("button.approve").click()
+        await page.locator("#message.info").wait_for()
+        assert service.store.get(pid).status.value == "approved"  # type: ignore[union-attr]
+        assert await page.evaluate("sessionStorage.getItem('crmGuardApiToken')") == "op-token-2"

@@ -6,12 +6,16 @@
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
   const queue = $("#queue");
   const reviewerInput = $("#reviewer");
+  const tokenInput = $("#token");
   const message = $("#message");
   const STORE_KEY = "crmGuardReviewer";
+  const TOKEN_KEY = "crmGuardApiToken"; // sessionStorage: gone when the tab closes
   let current = null;
 
   reviewerInput.value = localStorage.getItem(STORE_KEY) || "";
   reviewerInput.addEventListener("change", () => localStorage.setItem(STORE_KEY, reviewerInput.value.trim()));
+  tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
+  tokenInput.addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim()));
 
   function show(text, kind) {
     message.textContent = text;
@@ -31,12 +35,16 @@
   }
 
   async function api(method, path, body) {
-    const response = await fetch(path, {
-      method,
-      headers: body ? { "Content-Type": "application/json" } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    });
+    const headers = body ? { "Content-Type": "application/json" } : {};
+    const token = tokenInput.value.trim();
+    if (token && method !== "GET") headers.Authorization = `Bearer ${token}`;
+    const response = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
     const data = await response.json().catch(() => ({ error: response.statusText }));
+    if (response.status === 401) {
+      tokenInput.focus();
+      throw new Error(token ? "the operator token was not accepted (Token, top right)"
+        : "this guard needs its operator token for decisions: enter it under Token (top right)");
+    }
     if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
     return data;
   }
