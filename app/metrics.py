@@ -47,6 +47,8 @@ class GuardMetrics:
                                        registry=r, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600))
         self.state_entries = Gauge("crm_guard_state_entries", "Entries held in each state store",
                                    ["store"], registry=r)
+        self.api_refused = Counter("crm_guard_api_refused", "HTTP API changes refused for a missing or wrong "
+                                   "operator token", ["reason"], registry=r)
         self._children: dict[tuple[str, ...], object] = {}
 
     def agent_label(self, agent: str | None) -> str:

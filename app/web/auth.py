@@ -10,11 +10,14 @@ own signatures and are not affected. Without a token the API is open and `run` s
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from app.web.keys import SETTINGS
+from app.web.keys import METRICS, SETTINGS
+
+log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,6 +44,11 @@ async def operator_auth(request: web.Request, handler: Handler) -> web.StreamRes
     if bearer_matches(header, secret.get_secret_value()):
         return await handler(request)
     reason = "wrong_token" if header else "missing_token"
+    # an agent trying to resume itself or approve its own proposal is worth a look: log and count it
+    log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, reason)
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.api_refused.labels(reason).inc()
     return web.json_response(
         {"error": reason, "message": "this change needs the operator token: Authorization: Bearer <api_token>"},
         status=401, headers={"WWW-Authenticate": 'Bearer realm="crm-guard"'},

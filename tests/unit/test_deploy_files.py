@@ -27,7 +27,7 @@ K8S = DEPLOY / "k8s"
 GRAFANA = ROOT / "grafana"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 ALERTS = {"CrmGuardDown", "CrmGuardConsumerLagGrowing", "CrmGuardDeadLettersRising", "CrmGuardAgentPaused",
-          "CrmGuardAlertDeliveryFailing"}
+          "CrmGuardAlertDeliveryFailing", "CrmGuardApiChangeRefused"}
 
 needs_promtool = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool (Debian package prometheus)")
 

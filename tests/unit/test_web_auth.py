@@ -7,16 +7,19 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from app.config import Settings
 from app.web.auth import bearer_matches, operator_auth
-from app.web.keys import SETTINGS
+from app.metrics import GuardMetrics
+from app.web.keys import METRICS, SETTINGS
 
 
 async def ok(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def client_for(token: str | None) -> TestClient:
+async def client_for(token: str | None, metrics: GuardMetrics | None = None) -> TestClient:
     app = web.Application(middlewares=[operator_auth])
     app[SETTINGS] = Settings(api_token=token)
+    if metrics is not None:
+        app[METRICS] = metrics
     app.router.add_get("/api/alerts", ok)
     app.router.add_post("/api/agents/{agent}/resume", ok)
     app.router.add_post("/webhooks/hubspot", ok)
@@ -26,7 +29,8 @@ async def client_for(token: str | None) -> TestClient:
 
 
 async def test_changes_need_the_token_reads_and_webhooks_do_not() -> None:
-    client = await client_for("s3cret-token")
+    metrics = GuardMetrics()
+    client = await client_for("s3cret-token", metrics)
     try:
         missing = await client.post("/api/agents/bot/resume", json={})
         assert missing.status == 401 and (await missing.json())["error"] == "missing_token"
@@ -39,6 +43,9 @@ async def test_changes_need_the_token_reads_and_webhooks_do_not() -> None:
         assert right.status == 200
         assert (await client.get("/api/alerts")).status == 200
         assert (await client.post("/webhooks/hubspot", json=[])).status == 200  # its own signature check
+        refused = metrics.registry.get_sample_value
+        assert refused("crm_guard_api_refused_total", {"reason": "missing_token"}) == 1
+        assert refused("crm_guard_api_refused_total", {"reason": "wrong_token"}) == 2
     finally:
         await client.close()
 
