@@ -101,3 +101,28 @@ def test_a_late_change_does_not_join_records_more_than_a_window_apart() -> None:
     assert run.feed(event(1, {"jobtitle": "x"}, at=0, by="bot")) == []
     # and the window is back in time order: the next in-order change is judged exactly
     assert len(run.feed(event(4, {"jobtitle": "x"}, at=63 * M, by="bot"))) == 1
+
+
+def test_late_inserts_near_the_end_and_far_back_keep_time_order_and_count_like_in_order() -> None:
+    """_insert_late takes a fast path for changes a little late (entries taken off the end and put
+    back) and rebuilds the window otherwise; both must give the order and count of the rule."""
+    import random
+    from bisect import insort
+
+    from detectors.velocity_cap import _insert_late
+
+    rng = random.Random(3)  # noqa: S311 - test data
+    for _ in range(3000):
+        span = rng.choice([10, 100, 1000])
+        times, now = [], 0
+        for _ in range(rng.randint(1, 120)):
+            now += rng.randint(0, 30)
+            times.append(now)
+        window = {f"r{i}": t for i, t in enumerate(times)}
+        at = now - rng.randint(1, rng.choice([5, 50, 3000]))  # a few entries late, or most of them
+        count = _insert_late(window, "late", at, span)
+        expected_times = list(times)
+        insort(expected_times, at)
+        assert list(window.values()) == expected_times and window["late"] == at
+        ends = [e for e in expected_times if at <= e < at + span]
+        assert count == max(sum(1 for t in expected_times if e - span < t <= e) for e in ends)
