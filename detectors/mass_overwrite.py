@@ -50,6 +50,7 @@ from detectors.base import Finding, Observation, Prior, Severity, Stage, State, 
 from detectors.events import ActorKind, is_blank
 from detectors.policy import Policy, Tier
 from detectors.settings import MassOverwriteSettings
+from detectors.time_order import insert_near_end
 from detectors.values import FieldPatterns, TierCache, first_seen, safe_value, same_value
 
 _first = itemgetter(0)
@@ -179,14 +180,16 @@ class MassOverwriteDetector:
         groups[gkey] = records
         record = event.record_key
         records.pop(record, None)
-        records[record] = [now, code, names] if blanking else [now, code]  # dict order = time order
-        if now < entry["t"] and len(records) > 1:
-            # Out of order: move the record to its place in time order so counting stays exact.
-            items = list(records.items())
-            latest = items.pop()
-            items.insert(bisect_right(items, now, key=_held_time), latest)
-            records.clear()
-            records.update(items)
+        held = [now, code, names] if blanking else [now, code]
+        if now >= entry["t"] or not records or not insert_near_end(records, record, held, now, _first):
+            records[record] = held  # dict order = time order
+            if now < entry["t"] and len(records) > 1:
+                # Out of order, far back: move the record to its place so counting stays exact.
+                items = list(records.items())
+                latest = items.pop()
+                items.insert(bisect_right(items, now, key=_held_time), latest)
+                records.clear()
+                records.update(items)
         horizon = entry["t"] - settings.long_window
         while records:
             oldest = next(iter(records))

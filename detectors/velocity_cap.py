@@ -23,6 +23,7 @@ from typing import ClassVar
 from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
 from detectors.events import ActorKind
 from detectors.policy import Policy, VelocityCap
+from detectors.time_order import insert_near_end
 
 
 class VelocityCapDetector:
@@ -107,13 +108,13 @@ def _insert_late(window: dict[str, int], record: str, at: int, span: int) -> int
     join records more than `span` apart and report breaches that never were.
 
     Usual case, a change a few milliseconds late (partitions interleave): it goes in near the end
-    (`_insert_near_end`, O(entries after it)) and, when every entry lies within `span` of the
+    (`time_order.insert_near_end`, O(entries after it)) and, when every entry lies within `span` of the
     newest, the count is the window's size. Otherwise a rebuild of the window in C (list, insert,
     dict update; the window holds at most 2 x max_records entries) and, when the window spans more
     than `span`, one bisect per entry between `at` and `at + span`."""
     values = window.values()
     oldest, newest = next(iter(values)), next(reversed(values))
-    if at + span > newest and newest - span < min(oldest, at) and _insert_near_end(window, record, at):
+    if at + span > newest and newest - span < min(oldest, at) and insert_near_end(window, record, at, at):
         return len(window)
     times = list(window.values())
     place = bisect_right(times, at)
@@ -126,31 +127,6 @@ def _insert_late(window: dict[str, int], record: str, at: int, span: int) -> int
     if times[stop - 1] - span < times[0]:  # none of them has dropped an entry yet
         return stop
     return max(end + 1 - bisect_right(times, times[end] - span) for end in range(place, stop))
-
-
-_NEAR_END = 64
-
-
-def _insert_near_end(window: dict[str, int], record: str, at: int) -> bool:
-    """Insert (record, at) after the entries no later than `at` by taking the later ones off the
-    end and putting them back; False (window unchanged) when more than _NEAR_END are later."""
-    later: list[tuple[str, int]] = []
-    while window:
-        key, t = window.popitem()
-        if t <= at:
-            window[key] = t
-            break
-        later.append((key, t))
-        if len(later) > _NEAR_END:
-            break
-    if len(later) > _NEAR_END:
-        for key, t in reversed(later):
-            window[key] = t
-        return False
-    window[record] = at
-    for key, t in reversed(later):
-        window[key] = t
-    return True
 
 
 def _expire(window: dict[str, int], cutoff: int) -> None:
