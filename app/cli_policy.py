@@ -53,7 +53,9 @@ def as_policy_yaml(value: Any) -> Any:
         for name in fields:
             held = getattr(value, name)
             is_duration = any(getattr(m, "func", None) in _DURATION_PARSERS for m in fields[name].metadata)
-            out[name] = format_duration(held) if is_duration and isinstance(held, int) else as_policy_yaml(held)
+            out[name] = (
+                format_duration(held) if is_duration and isinstance(held, int) else as_policy_yaml(held)
+            )
         return out
     if isinstance(value, dict):
         return {(k.value if isinstance(k, Enum) else k): as_policy_yaml(v) for k, v in value.items()}
@@ -74,7 +76,9 @@ def format_duration(ms: int) -> str:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `policy check` and `policy show`."""
-    p = subparsers.add_parser("policy", help="check a policy file, or show the effective policy with its defaults")
+    p = subparsers.add_parser(
+        "policy", help="check a policy file, or show the effective policy with its defaults"
+    )
     sub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     c = sub.add_parser("check", help="validate a policy file and warn about rules that attribute wrongly")
     c.add_argument("file", metavar="FILE", help="policy YAML")

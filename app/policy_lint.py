@@ -64,58 +64,79 @@ def lint_policy(policy: Policy) -> list[LintWarning]:
     warnings: list[LintWarning] = []
     for name, agent in policy.agents.items():
         if not agent.identities:
-            warnings.append(LintWarning(
-                f"agents.{name}.identities",
-                "no identity rule: nothing is ever attributed to this agent (its changes count as unknown)",
-            ))
+            warnings.append(
+                LintWarning(
+                    f"agents.{name}.identities",
+                    "no identity rule: nothing is ever attributed to this agent "
+                    "(its changes count as unknown)",
+                )
+            )
         denied_and_allowed = [
-            allowed for allowed in agent.allowed_fields or ()
+            allowed
+            for allowed in agent.allowed_fields or ()
             if any(fnmatch.fnmatchcase(allowed.lower(), denied.lower()) for denied in agent.denied_fields)
         ]
         if denied_and_allowed:
-            warnings.append(LintWarning(
-                f"agents.{name}.allowed_fields",
-                f"also denied: {', '.join(denied_and_allowed)} (denied wins: writes to them are breaches)",
-            ))
+            warnings.append(
+                LintWarning(
+                    f"agents.{name}.allowed_fields",
+                    f"also denied: {', '.join(denied_and_allowed)} "
+                    "(denied wins: writes to them are breaches)",
+                )
+            )
     rules = _ordered_rules(policy)
     for index, (path, owner, rule) in enumerate(rules):
         if rule.vendor.lower() not in VENDORS:
-            warnings.append(LintWarning(path, f"vendor {rule.vendor!r} is none of {', '.join(VENDORS)}: it never matches"))
+            warnings.append(
+                LintWarning(path, f"vendor {rule.vendor!r} is none of {', '.join(VENDORS)}: it never matches")
+            )
         if owner.startswith("agent ") and not any(getattr(rule, f) for f in _RULE_FIELDS):
-            warnings.append(LintWarning(
-                path,
-                f"names only the vendor: every {rule.vendor} change, each human edit included, "
-                f"is attributed to {owner} (add change_source, user_id or app_id)",
-            ))
+            warnings.append(
+                LintWarning(
+                    path,
+                    f"names only the vendor: every {rule.vendor} change, each human edit included, "
+                    f"is attributed to {owner} (add change_source, user_id or app_id)",
+                )
+            )
         for earlier_path, earlier_owner, earlier in rules[:index]:
             if covers(earlier, rule):
-                warnings.append(LintWarning(
-                    path,
-                    f"never applies: {earlier_owner}'s rule {earlier_path} ({describe_rule(earlier)}) matches "
-                    f"everything this one ({describe_rule(rule)}) does and is tried first",
-                ))
+                warnings.append(
+                    LintWarning(
+                        path,
+                        f"never applies: {earlier_owner}'s rule {earlier_path} ({describe_rule(earlier)}) "
+                        f"matches everything this one ({describe_rule(rule)}) does and is tried first",
+                    )
+                )
                 break
     for vendor in policy.fields:
         if vendor.lower() not in VENDORS:
-            warnings.append(LintWarning(f"fields.{vendor}", f"vendor {vendor!r} is none of {', '.join(VENDORS)}"))
+            warnings.append(
+                LintWarning(f"fields.{vendor}", f"vendor {vendor!r} is none of {', '.join(VENDORS)}")
+            )
     for vendor in policy.field_labels:
         if vendor.lower() not in VENDORS:
-            warnings.append(LintWarning(f"field_labels.{vendor}", f"vendor {vendor!r} is none of {', '.join(VENDORS)}"))
+            warnings.append(
+                LintWarning(f"field_labels.{vendor}", f"vendor {vendor!r} is none of {', '.join(VENDORS)}")
+            )
     return warnings
 
 
 def summary_lines(policy: Policy) -> list[str]:
     """What the guard will enforce, per agent, in plain lines (defaults filled in)."""
-    lines = [f"{len(policy.agents)} agent(s); identity rules: {len(policy.humans)} human, "
-             f"{len(policy.automations)} automation, {len(policy.imports)} import, "
-             f"{len(policy.integrations)} integration"]
+    lines = [
+        f"{len(policy.agents)} agent(s); identity rules: {len(policy.humans)} human, "
+        f"{len(policy.automations)} automation, {len(policy.imports)} import, "
+        f"{len(policy.integrations)} integration"
+    ]
     for name, agent in policy.agents.items():
         lines.append(f"agent {name}" + (f": {agent.description}" if agent.description else ""))
         for rule in agent.identities:
             lines.append(f"  identity      {describe_rule(rule)}")
         allowed = "any" if agent.allowed_fields is None else ", ".join(agent.allowed_fields) or "none"
-        lines.append(f"  fields        allowed: {allowed}; denied: {', '.join(agent.denied_fields) or 'none'}; "
-                     f"high tier: {'allowed' if agent.high_tier_allowed else 'denied'}")
+        lines.append(
+            f"  fields        allowed: {allowed}; denied: {', '.join(agent.denied_fields) or 'none'}; "
+            f"high tier: {'allowed' if agent.high_tier_allowed else 'denied'}"
+        )
         caps = ", ".join(cap.name for cap in policy.caps_for(name)) or "none"
         own = "" if agent.velocity_caps is not None else " (defaults)"
         lines.append(f"  caps          {caps}{own}")

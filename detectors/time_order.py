@@ -16,8 +16,9 @@ NEAR_END = 64
 """At most this many later entries are taken off the end; beyond, callers rebuild."""
 
 
-def insert_near_end(window: dict[str, Any], key: str, value: Any, at: int,
-                    time_of: Callable[[Any], int] | None = None) -> bool:
+def insert_near_end(
+    window: dict[str, Any], key: str, value: Any, at: int, time_of: Callable[[Any], int] | None = None
+) -> bool:
     """Insert `key: value` (time `at`) after every entry no later than `at`: the later entries are
     taken off the end and put back behind it. `time_of(value)` is an entry's time (the value
     itself when None). False, with the window unchanged, when more than NEAR_END are later.

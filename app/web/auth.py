@@ -50,6 +50,10 @@ async def operator_auth(request: web.Request, handler: Handler) -> web.StreamRes
     if metrics is not None:
         metrics.api_refused.labels(reason).inc()
     return web.json_response(
-        {"error": reason, "message": "this change needs the operator token: Authorization: Bearer <api_token>"},
-        status=401, headers={"WWW-Authenticate": 'Bearer realm="crm-guard"'},
+        {
+            "error": reason,
+            "message": "this change needs the operator token: Authorization: Bearer <api_token>",
+        },
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="crm-guard"'},
     )

@@ -15,7 +15,11 @@ EXAMPLE = ROOT / "deploy" / "policy.example.yaml"
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "app.cli", "policy", *args], cwd=str(ROOT), capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "app.cli", "policy", *args],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -39,7 +43,9 @@ def test_warnings_go_to_stderr_and_fail_only_with_strict(tmp_path: Path) -> None
     risky = tmp_path / "policy.yaml"
     risky.write_text("agents:\n  greedy:\n    identities: [{vendor: hubspot}]\n")
     done = cli("check", str(risky))
-    assert done.returncode == 0 and "warning: agents.greedy.identities.0: names only the vendor" in done.stderr
+    assert (
+        done.returncode == 0 and "warning: agents.greedy.identities.0: names only the vendor" in done.stderr
+    )
     assert "1 warning(s)" in done.stdout
     assert cli("check", "--strict", str(risky)).returncode == 1
 
@@ -58,10 +64,25 @@ def test_replay_warns_about_a_policy_that_attributes_wrongly(tmp_path: Path) -> 
     greedy = tmp_path / "policy.yaml"
     greedy.write_text("agents:\n  greedy:\n    identities: [{vendor: hubspot}]\n")
     lines = tmp_path / "hubspot.jsonl"
-    lines.write_text((ROOT / "tests/fixtures/vendors/hubspot_batch.json").read_text().replace("\n", "") + "\n")
+    lines.write_text(
+        (ROOT / "tests/fixtures/vendors/hubspot_batch.json").read_text().replace("\n", "") + "\n"
+    )
     done = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "app.cli", "replay", "--policy", str(greedy), "--out", str(tmp_path / "out"), str(lines)],
-        cwd=str(ROOT), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "replay",
+            "--policy",
+            str(greedy),
+            "--out",
+            str(tmp_path / "out"),
+            str(lines),
+        ],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert "policy warning: agents.greedy.identities.0: names only the vendor" in done.stderr

@@ -15,16 +15,26 @@ def rule(**kw: str) -> IdentityRule:
 
 
 def test_the_shipped_example_shape_has_no_warnings() -> None:
-    assert lint({
-        "agents": {
-            "enrich-bot": {"identities": [{"vendor": "hubspot", "change_source": "INTEGRATION", "app_id": "4242"}],
-                           "denied_fields": ["utm_*"], "allowed_fields": ["city", "jobtitle"]},
-            "stage-bot": {"identities": [{"vendor": "salesforce", "user_id": "005A"}]},
-        },
-        "humans": [{"vendor": "hubspot", "change_source": "CRM_UI"}],
-        # more general than the agent's rule but tried after it: the agent keeps its changes
-        "integrations": [{"vendor": "hubspot", "change_source": "INTEGRATION"}],
-    }) == []
+    assert (
+        lint(
+            {
+                "agents": {
+                    "enrich-bot": {
+                        "identities": [
+                            {"vendor": "hubspot", "change_source": "INTEGRATION", "app_id": "4242"}
+                        ],
+                        "denied_fields": ["utm_*"],
+                        "allowed_fields": ["city", "jobtitle"],
+                    },
+                    "stage-bot": {"identities": [{"vendor": "salesforce", "user_id": "005A"}]},
+                },
+                "humans": [{"vendor": "hubspot", "change_source": "CRM_UI"}],
+                # more general than the agent's rule but tried after it: the agent keeps its changes
+                "integrations": [{"vendor": "hubspot", "change_source": "INTEGRATION"}],
+            }
+        )
+        == []
+    )
 
 
 def test_an_agent_without_identities_is_never_attributed() -> None:
@@ -38,24 +48,37 @@ def test_a_vendor_only_rule_claims_every_change_of_that_vendor() -> None:
 
 
 def test_a_rule_covered_by_an_earlier_one_never_applies() -> None:
-    found = lint({
-        "agents": {
-            "first": {"identities": [{"vendor": "hubspot", "change_source": "INTEGRATION"}]},
-            "second": {"identities": [{"vendor": "hubspot", "change_source": "integration", "app_id": "7"}]},
-        },
-        "humans": [{"vendor": "hubspot", "change_source": "INTEGRATION", "user_id": "5"}],
-    })
+    found = lint(
+        {
+            "agents": {
+                "first": {"identities": [{"vendor": "hubspot", "change_source": "INTEGRATION"}]},
+                "second": {
+                    "identities": [{"vendor": "hubspot", "change_source": "integration", "app_id": "7"}]
+                },
+            },
+            "humans": [{"vendor": "hubspot", "change_source": "INTEGRATION", "user_id": "5"}],
+        }
+    )
     assert len(found) == 2
-    assert found[0].startswith("agents.second.identities.0: never applies: agent first's rule agents.first.identities.0")
+    assert found[0].startswith(
+        "agents.second.identities.0: never applies: agent first's rule agents.first.identities.0"
+    )
     assert found[1].startswith("humans.0: never applies: agent first's rule")
 
 
 def test_unknown_vendors_and_fields_both_allowed_and_denied() -> None:
-    found = lint({
-        "agents": {"bot": {"identities": [{"vendor": "hubspto", "user_id": "1"}],
-                           "allowed_fields": ["city", "utm_source"], "denied_fields": ["utm_*"]}},
-        "fields": {"zoho": {"high": ["x"]}},
-    })
+    found = lint(
+        {
+            "agents": {
+                "bot": {
+                    "identities": [{"vendor": "hubspto", "user_id": "1"}],
+                    "allowed_fields": ["city", "utm_source"],
+                    "denied_fields": ["utm_*"],
+                }
+            },
+            "fields": {"zoho": {"high": ["x"]}},
+        }
+    )
     assert any(w.startswith("agents.bot.allowed_fields: also denied: utm_source") for w in found)
     assert any("vendor 'hubspto' is none of hubspot" in w for w in found)
     assert any(w.startswith("fields.zoho:") for w in found)
@@ -69,5 +92,7 @@ def test_covers_is_field_by_field_and_case_insensitive() -> None:
 
 
 def test_summary_fills_in_the_defaults() -> None:
-    lines = summary_lines(Policy.model_validate({"agents": {"bot": {"identities": [{"vendor": "hubspot", "app_id": "1"}]}}}))
+    lines = summary_lines(
+        Policy.model_validate({"agents": {"bot": {"identities": [{"vendor": "hubspot", "app_id": "1"}]}}})
+    )
     assert "  caps          50/60m (defaults)" in lines and "  on a breach   pause" in lines

@@ -10,7 +10,9 @@ from app.runtime.store import PartitionState, changelog_key, split_changelog_key
 def test_a_restored_record_partition_runs_its_states_loaders() -> None:
     """apply_changelog hands each decoded entry to its state's loader (RecordState.loaded)."""
     calls: list[str] = []
-    state = PartitionState(["record_state", "other"], {"record_state": lambda e: calls.append("rs") or {**e, "x": 1}})
+    state = PartitionState(
+        ["record_state", "other"], {"record_state": lambda e: calls.append("rs") or {**e, "x": 1}}
+    )
     state.apply_changelog(changelog_key("record_state", "k"), orjson.dumps({"a": 1}))
     state.apply_changelog(changelog_key("other", "k"), orjson.dumps({"a": 1}))
     assert state["record_state"].data["k"] == {"a": 1, "x": 1} and state["other"].data["k"] == {"a": 1}
@@ -23,7 +25,10 @@ def test_changes_drain_once_and_restore_into_an_equal_state() -> None:
     state["record_state"]["b"] = {"v": 2}
     del state["record_state"]["b"]
     records = sorted(state.drain_changes(), key=lambda r: r[0])
-    assert records == [(changelog_key("record_state", "a"), b'{"v":1}'), (changelog_key("record_state", "b"), None)]
+    assert records == [
+        (changelog_key("record_state", "a"), b'{"v":1}'),
+        (changelog_key("record_state", "b"), None),
+    ]
     assert state.drain_changes() == []
     restored = PartitionState(["record_state"])
     for key, value in records:

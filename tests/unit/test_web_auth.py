@@ -70,8 +70,13 @@ async def test_the_guards_web_app_refuses_a_resume_without_the_token() -> None:
     from app.web.server import build_web_app
     from detectors.policy import AgentPolicy, Policy
 
-    app = build_web_app({"settings": Settings(api_token="s3cret-token"),
-                         "policy": Policy(agents={"bot": AgentPolicy()}), "runtime": None})
+    app = build_web_app(
+        {
+            "settings": Settings(api_token="s3cret-token"),
+            "policy": Policy(agents={"bot": AgentPolicy()}),
+            "runtime": None,
+        }
+    )
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
