@@ -33,6 +33,6 @@ class ConsolePrinter:
         status = "resolved " if alert.status == "resolved" else ""
         sys.stdout.write(
             f"[{_when(alert.detected_at)}] {status}{alert.severity.value.upper():8} {alert.kind:18} {who}: "
-            f"{alert.summary} ({alert.records} records){action}\n"
+            f"{alert.summary}{action}\n"
         )
         sys.stdout.flush()

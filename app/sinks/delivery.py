@@ -512,6 +512,9 @@ class DeliveryService:
         await self.log.start()
         if self.session is None:
             self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        if not self.sinks:
+            log.info("no alert sinks configured (slack_webhook_url, pagerduty_routing_key, webhook_url): "
+                     "alerts go to guard.alerts, /api/alerts and the console only")
         for name, sink in self.sinks.items():
             lane = self.lanes[name] = _Lane(self, sink, self.concurrency)
             lane.start()
@@ -570,7 +573,7 @@ class DeliveryService:
             for name in self.routing.sinks_for(alert):
                 sink = self.sinks.get(name)
                 if sink is None:
-                    if name not in self._unrouted_warned:
+                    if self.sinks and name not in self._unrouted_warned:  # none at all: said at start
                         self._unrouted_warned.add(name)
                         log.warning("routing names sink %r, which is not configured: skipped", name)
                     continue
