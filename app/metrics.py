@@ -49,6 +49,8 @@ class GuardMetrics:
                                    ["store"], registry=r)
         self.api_refused = Counter("crm_guard_api_refused", "HTTP API changes refused for a missing or wrong "
                                    "operator token", ["reason"], registry=r)
+        for reason in ("missing_token", "wrong_token"):  # at 0 from the start: increase() sees the first one
+            self.api_refused.labels(reason)
         self._children: dict[tuple[str, ...], object] = {}
 
     def agent_label(self, agent: str | None) -> str:
