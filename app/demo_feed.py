@@ -12,10 +12,8 @@ from typing import Any
 
 from mode import Service
 
-from app.adapters import AdapterError, decode_line, normalize_with_errors
+from app.adapters import VENDORS, AdapterError, decode_line, normalize_with_errors
 from app.config import Settings
-
-VENDORS = ("hubspot", "salesforce", "pipedrive")
 
 
 def load_deliveries(demo_dir: Path) -> list[tuple[int, str, bytes]]:

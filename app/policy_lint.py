@@ -13,9 +13,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from app.adapters import VENDORS
 from detectors.policy import IdentityRule, Policy, Tier
 
-VENDORS = ("hubspot", "salesforce", "pipedrive")
 _RULE_FIELDS = ("change_source", "user_id", "app_id")
 
 

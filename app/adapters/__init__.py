@@ -27,13 +27,16 @@ from detectors.events import ChangeEvent
 __all__ = [
     "AdapterError",
     "SOURCES",
+    "VENDORS",
     "decode_line",
     "detect_source",
     "normalize",
     "normalize_with_errors",
 ]
 
-SOURCES = ("hubspot", "salesforce", "pipedrive", "canonical")
+VENDORS = ("hubspot", "salesforce", "pipedrive")
+"""The CRMs crm-guard reads (raw topics, webhook endpoints, demo and scenario files, policy rules)."""
+SOURCES = (*VENDORS, "canonical")
 _ADAPTERS = {
     "hubspot": hubspot.normalize,
     "salesforce": salesforce.normalize,

@@ -18,18 +18,25 @@ import faust
 from aiokafka import AIOKafkaProducer
 from mode import Service
 
+from app.adapters import VENDORS
 from app.config import Settings
 from app.metrics import GuardMetrics
-from app.runtime.kafka_client import client_kwargs, faust_credentials, faust_group_timing, group_kwargs, make_producer
+from app.review.service import UNKNOWN
+from app.runtime.kafka_client import (
+    client_kwargs,
+    faust_credentials,
+    faust_group_timing,
+    group_kwargs,
+    make_producer,
+)
 from app.runtime.model_checkpoints import ModelCheckpoints
 from app.runtime.stage import BatchStage
 from app.runtime.stages import ActorStageRunner, IngestStage, LinkStageRunner, PauseEncoder, RecordStageRunner
 from app.runtime.topics import changelog_topic, ensure_topics
+from detectors.activity_anomaly import ActivityAnomalyDetector
 from detectors.alerts import Alert, PauseDecision
 from detectors.attribution import Attributor
-from detectors.activity_anomaly import ActivityAnomalyDetector
 from detectors.base import Finding
-from app.review.service import UNKNOWN
 from detectors.pipeline import ALERTS_STATE, RECORD_STATE, ActorStage, LinkStage, RecordStage
 from detectors.policy import Policy
 from detectors.registry import default_detectors
@@ -129,7 +136,7 @@ class GuardRuntime(Service):
         group = settings.group_id
         self.stages = [
             IngestStage(
-                raw_topics={v: topics.raw(v) for v in ("hubspot", "salesforce", "pipedrive")},
+                raw_topics={v: topics.raw(v) for v in VENDORS},
                 changes_topic=topics.changes, max_payload_bytes=settings.max_payload_bytes,
                 group_id=f"{group}.ingest", **common,
             ),

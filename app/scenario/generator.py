@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.adapters import VENDORS
 from app.scenario.faults import FaultInjector
 from app.scenario.model import HUMAN, INTEGRATION, Change
 from app.scenario.truth import Lookalike, Truth
@@ -45,7 +46,6 @@ from app.scenario.world import (
     DAY,
     DEFAULT_START,
     HOUR,
-    VENDORS,
     Roster,
     Tenant,
     Window,

@@ -38,7 +38,6 @@ MINUTE = 60_000
 HOUR = 3_600_000
 DAY = 86_400_000
 DEFAULT_START = 1_740_960_000_000  # 2025-03-03T00:00:00Z, a Monday
-VENDORS = ("hubspot", "salesforce", "pipedrive")
 AGENT_CAP = 50
 AGENT_SELF_LIMIT = 46
 BUSINESS_START_H = 13  # 09:00 in the tenants' time zone (UTC-4); business hours 13:00-22:00 UTC
