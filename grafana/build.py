@@ -357,15 +357,21 @@ def pipeline() -> dict[str, Any]:
             "s", description="Includes the vendors' webhook delay: event time is when the CRM change happened."),
          12, 8),
 
-        (row("Dead letters, deliveries, state"), 24, 1),
+        (row("Dead letters, deliveries, state, refused API changes"), 24, 1),
         (timeseries("Dead letters by source and reason", targets(
             (f"sum by (source, reason) (increase(crm_guard_deadletters_total[{RATE}]))", "{{source}} {{reason}}")),
-            bars=True, stack=True), 8, 8),
+            bars=True, stack=True), 6, 8),
         (timeseries("Alert deliveries by sink and outcome", targets(
             (f"sum by (sink, outcome) (rate(crm_guard_alert_deliveries_total[{RATE}]))", "{{sink}} {{outcome}}")),
-            "cps", stack=True), 8, 8),
+            "cps", stack=True), 6, 8),
         (timeseries("State entries by store", targets(("sum by (store) (crm_guard_state_entries)", "{{store}}"))),
-         8, 8),
+         6, 8),
+        (timeseries("Refused API changes (operator token)", targets(
+            (f"sum by (reason) (increase(crm_guard_api_refused_total[{RATE}]))", "{{reason}}")),
+            bars=True, stack=True,
+            description="Review decisions, pins or resumes sent without the right api_token. The worker log "
+                        "names the path and the caller: an agent's address means it tried to act for itself."),
+         6, 8),
     ]
     return dashboard("crm-guard-pipeline", "crm-guard / Pipeline health",
                      "Is the guard keeping up: workers, throughput, lag, latency, dead letters, deliveries, state.",
