@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from app.runtime.gc_pause import collector_paused
+from app.runtime.partitioner import partition_for
 from app.runtime.store import Loader, PartitionState
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class BatchStage(Service):
             if partition is None:
                 if topic not in partitions:
                     partitions[topic] = sorted(await self.producer.partitions_for(topic))
-                partition = DefaultPartitioner()(key, partitions[topic], None)
+                partition = partition_for(key, partitions[topic])
             grouped.setdefault((topic, partition), []).append((key, value, headers))
         futures: list[asyncio.Future] = []
         for (topic, partition), items in grouped.items():
