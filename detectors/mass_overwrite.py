@@ -50,7 +50,7 @@ from detectors.base import Finding, Observation, Prior, Severity, Stage, State, 
 from detectors.events import ActorKind, is_blank
 from detectors.policy import Policy, Tier
 from detectors.settings import MassOverwriteSettings
-from detectors.time_order import insert_near_end
+from detectors.time_order import insert_in_time_order
 from detectors.values import FieldPatterns, TierCache, first_seen, safe_value, same_value
 
 _first = itemgetter(0)
@@ -181,15 +181,10 @@ class MassOverwriteDetector:
         record = event.record_key
         records.pop(record, None)
         held = [now, code, names] if blanking else [now, code]
-        if now >= entry["t"] or not records or not insert_near_end(records, record, held, now, _first):
+        if now < entry["t"] and records:  # out of order: at its place, so counting stays exact
+            insert_in_time_order(records, record, held, now, _first)
+        else:
             records[record] = held  # dict order = time order
-            if now < entry["t"] and len(records) > 1:
-                # Out of order, far back: move the record to its place so counting stays exact.
-                items = list(records.items())
-                latest = items.pop()
-                items.insert(bisect_right(items, now, key=_held_time), latest)
-                records.clear()
-                records.update(items)
         horizon = entry["t"] - settings.long_window
         while records:
             oldest = next(iter(records))
@@ -304,10 +299,6 @@ def _scan(records: dict[str, list[Any]], now: int, settings: MassOverwriteSettin
     n_long = upto - bisect_right(held, now - settings.long_window, key=_first)
     n_short = upto - bisect_right(held, now - settings.window, key=_first)
     return n_short, n_long
-
-
-def _held_time(item: tuple[str, list[Any]]) -> int:
-    return item[1][0]
 
 
 def _who(obs: Observation) -> str:

@@ -23,7 +23,7 @@ from typing import ClassVar
 from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
 from detectors.events import ActorKind
 from detectors.policy import Policy, VelocityCap
-from detectors.time_order import insert_near_end
+from detectors.time_order import insert_in_time_order
 
 
 class VelocityCapDetector:
@@ -107,22 +107,16 @@ def _insert_late(window: dict[str, int], record: str, at: int, span: int) -> int
     that holds `at`, e from `at` up to the newest change. Counting the whole window instead would
     join records more than `span` apart and report breaches that never were.
 
-    Usual case, a change a few milliseconds late (partitions interleave): it goes in near the end
-    (`time_order.insert_near_end`, O(entries after it)) and, when every entry lies within `span` of the
-    newest, the count is the window's size. Otherwise a rebuild of the window in C (list, insert,
-    dict update; the window holds at most 2 x max_records entries) and, when the window spans more
-    than `span`, one bisect per entry between `at` and `at + span`."""
+    The insert is `time_order.insert_in_time_order` (O(entries after it) for the usual change a
+    few milliseconds late). When every entry lies within `span` of the newest, the count is the
+    window's size; otherwise one bisect per entry between `at` and `at + span`."""
     values = window.values()
     oldest, newest = next(iter(values)), next(reversed(values))
-    if at + span > newest and newest - span < min(oldest, at) and insert_near_end(window, record, at, at):
+    insert_in_time_order(window, record, at, at)
+    if at + span > newest and newest - span < min(oldest, at):
         return len(window)
     times = list(window.values())
-    place = bisect_right(times, at)
-    items = list(window.items())
-    items.insert(place, (record, at))
-    times.insert(place, at)
-    window.clear()
-    window.update(items)
+    place = bisect_right(times, at) - 1  # the inserted entry: after every other one at <= at
     stop = bisect_left(times, at + span)  # the windows to try end at times[place:stop]
     if times[stop - 1] - span < times[0]:  # none of them has dropped an entry yet
         return stop
