@@ -104,12 +104,9 @@ def _default_url() -> str:
 def _api_token() -> str | None:
     """The operator token the guard's API wants for decisions (CRM_GUARD_API_TOKEN or the config
     file's api_token); never a command-line argument, which other users could read in `ps`."""
-    from app.config import SettingsError, load_settings
+    from app.config import load_settings
 
-    try:
-        secret = load_settings().api_token
-    except SettingsError:
-        return None
+    secret = load_settings().api_token  # a broken config is reported (exit 2), not read as "no token"
     return secret.get_secret_value() if secret is not None else None
 
 
