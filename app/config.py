@@ -66,6 +66,10 @@ class Settings(BaseModel):
     topics: Topics = Field(default_factory=Topics)
     policy_file: str | None = None
     state_dir: str = ".crm-guard"
+    local_state: bool = True
+    """Keep a RocksDB copy (rocksdict) of every owned state partition under
+    `<state_dir>/state/`, so a restarted worker reads its state from disk and only the changelog's
+    tail from Kafka (app/runtime/local_store.py). Off: every restore reads the whole changelog."""
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     public_url: str = "http://127.0.0.1:6066"

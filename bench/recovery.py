@@ -21,6 +21,9 @@ Without --bootstrap it starts the embedded tansu broker. Steps, all in one run:
    same topics), starts it and waits until the record stage owns every partition and holds all N
    records. Printed: time to `runtime.ready`, time until the state is complete, the stage's own
    restore log (reader start to state rebuilt), records/s, and the process's peak RSS.
+   Three times: with `local_state` off (the whole changelog from Kafka), then twice with it on in
+   the same state directory: the first start reads the changelog and writes the local RocksDB
+   copies, the second loads them and reads only the changelog's (empty) tail.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import logging
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -258,7 +262,8 @@ async def restore_child(args: argparse.Namespace) -> dict[str, Any]:
     stage_log = logging.getLogger("app.runtime.stage")
     stage_log.setLevel(logging.INFO)
     stage_log.addHandler(capture)
-    settings = bench_settings(args.bootstrap, args.suffix, args.partitions, "rec")
+    settings = bench_settings(args.bootstrap, args.suffix, args.partitions, "rec").with_overrides(
+        local_state=args.local_state)
     runtime, _ = build_runtime(settings, parse_policy(POLICY, "bench-recovery"), idempotent=args.idempotent)
     startup = _time_startup(runtime)
     rss0 = rss_mb()
@@ -336,7 +341,15 @@ async def main_async(args: argparse.Namespace) -> None:
         bare = run_child("--read-child", bootstrap, suffix, args, "--no-decode")
         dec = run_child("--read-child", bootstrap, suffix, args, "--decode")
         nogc = run_child("--read-child", bootstrap, suffix, args, "--decode", "--no-gc")
-        res = run_child("--restore-child", bootstrap, suffix, args, "--expect", str(args.records), *idem)
+        runs = [
+            ("restarted worker, changelog only (local_state off)", "--no-local-state"),
+            ("restarted worker, first start with local copies (reads the changelog, writes the copies)",
+             "--local-state"),
+            ("restarted worker again (loads its local copies, reads the changelog's empty tail)",
+             "--local-state"),
+        ]
+        results = [run_child("--restore-child", bootstrap, suffix, args, "--expect", str(args.records),
+                             *idem, flag) for _, flag in runs]
         n = bare["messages"]
         print(f"\nbaseline: bare aiokafka read of the changelog   {n:>10,} messages in "
               f"{bare['seconds']:6.2f}s = {n / bare['seconds']:>9,.0f} messages/s   "
@@ -347,31 +360,40 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"baseline: the same with gc.disable()            {nogc['messages']:>10,} messages in "
               f"{nogc['seconds']:6.2f}s = {nogc['messages'] / nogc['seconds']:>9,.0f} messages/s   "
               f"peak RSS {nogc['peak_rss_mb']:.0f} MB")
-        print(f"\nrestarted worker (build_runtime, fresh process): {res['records']:,} records in the "
-              f"record state")
-        print(f"  runtime.ready after            {res['ready_s']:6.2f}s   ("
-              + ", ".join(f"{k} {v:.2f}s" for k, v in res["startup"].items()) + ")")
-        print(f"  record partitions assigned at  {res['assigned_s']:6.2f}s")
-        print(f"  state complete at              {res['restored_s']:6.2f}s   "
-              f"= {res['records'] / res['restored_s']:,.0f} records/s from the start of the runtime; "
-              f"the process used {res['cpu_s']:.2f}s of CPU meanwhile")
-        for line in res["restore_log"]:
-            print(f"  stage log: {line}")
-        for line in res["restore_log"]:
-            match = re.match(r"record: restored (\d+) changelog records .* in ([\d.]+)s", line)
-            if match:
-                msgs, secs = int(match.group(1)), float(match.group(2))
-                print(f"  record stage restore alone     {secs:6.2f}s   = {res['records'] / secs:,.0f} "
-                      f"records/s ({msgs / secs:,.0f} changelog records/s, {secs / bare['seconds']:.1f}x "
-                      f"the bare read, "
-                      f"{secs / dec['seconds']:.2f}x read + orjson.loads)")
-        per_record = (res["rss_end_mb"] - res["rss_start_mb"]) * 1024 * 1024 / max(1, res["records"])
-        print(f"  RSS {res['rss_start_mb']:.0f} MB before start, {res['rss_end_mb']:.0f} MB after restore, "
-              f"peak {res['peak_rss_mb']:.0f} MB ({per_record:.0f} B per record)")
+        for (title, _), res in zip(runs, results, strict=True):
+            print_restore(title, res, bare, dec)
+        first = results[0]["restored_s"]
+        print("\nstate complete, relative to the changelog-only restore: "
+              + ", ".join(f"{r['restored_s'] / first:.2f}x" for r in results))
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
         print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if broker:
             broker.stop()
+
+
+def print_restore(title: str, res: dict[str, Any], bare: dict[str, Any], dec: dict[str, Any]) -> None:
+    """One restore child's figures."""
+    print(f"\n{title}: {res['records']:,} records in the record state")
+    print(f"  runtime.ready after            {res['ready_s']:6.2f}s   ("
+          + ", ".join(f"{k} {v:.2f}s" for k, v in res["startup"].items()) + ")")
+    print(f"  record partitions assigned at  {res['assigned_s']:6.2f}s")
+    print(f"  state complete at              {res['restored_s']:6.2f}s   "
+          f"= {res['records'] / res['restored_s']:,.0f} records/s from the start of the runtime; "
+          f"the process used {res['cpu_s']:.2f}s of CPU meanwhile")
+    for line in res["restore_log"]:
+        print(f"  stage log: {line}")
+    for line in res["restore_log"]:
+        match = re.match(r"record: restored (\d+) changelog records .* in ([\d.]+)s", line)
+        if match:
+            msgs, secs = int(match.group(1)), float(match.group(2))
+            print(f"  record stage restore alone     {secs:6.2f}s   = {res['records'] / secs:,.0f} "
+                  f"records/s ({msgs / secs:,.0f} changelog records/s, {secs / bare['seconds']:.1f}x "
+                  f"the bare read, "
+                  f"{secs / dec['seconds']:.2f}x read + orjson.loads)")
+    per_record = (res["rss_end_mb"] - res["rss_start_mb"]) * 1024 * 1024 / max(1, res["records"])
+    print(f"  RSS {res['rss_start_mb']:.0f} MB before start, {res['rss_end_mb']:.0f} MB after restore, "
+          f"peak {res['peak_rss_mb']:.0f} MB ({per_record:.0f} B per record)")
 
 
 def main() -> None:
@@ -392,6 +414,8 @@ def main() -> None:
                         help=argparse.SUPPRESS)
     parser.add_argument("--gc", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
     parser.add_argument("--suffix", help=argparse.SUPPRESS)
+    parser.add_argument("--local-state", action=argparse.BooleanOptionalAction, default=True,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.idempotent is None:

@@ -28,6 +28,7 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from app.runtime.gc_pause import collector_paused
+from app.runtime.local_store import LocalStore, record_digest
 from app.runtime.partitioner import partition_for
 from app.runtime.store import Loader, PartitionState
 
@@ -65,6 +66,8 @@ class _Rebalance(ConsumerRebalanceListener):
             await self.stage.before_revoke([tp.partition for tp in revoked if tp.partition in self.stage.partitions])
             for tp in revoked:
                 self.stage.partitions.pop(tp.partition, None)
+                if self.stage.local_store is not None:
+                    self.stage.local_store.close(tp.partition)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.stage.batch_lock:
@@ -90,6 +93,7 @@ class BatchStage(Service):
         metrics: Any = None,
         max_records: int = 1000,
         fetch_max_wait_ms: int = 500,
+        local_store: LocalStore | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,6 +108,10 @@ class BatchStage(Service):
         self.metrics = metrics
         self.max_records = max_records
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.local_store = local_store if changelog_topic else None
+        self._unmirrored: list[tuple[int, list[tuple[bytes | None, bytes | None]], asyncio.Future]] = []
+        self.restored = {"local": 0, "changelog": 0}
+        """State records restored so far, from the local copies and from the changelog."""
         self.partitions: dict[int, PartitionState] = {}
         self.batch_lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
@@ -155,9 +163,12 @@ class BatchStage(Service):
     async def on_stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+        if self.local_store is not None:
+            self.local_store.close_all()
 
     async def restore(self, partitions: list[int]) -> None:
-        """Rebuild the state of newly assigned partitions from the changelog."""
+        """Rebuild the state of newly assigned partitions: from their local copies where they
+        still match the changelog, then from the changelog (all of it, or the tail after the copy)."""
         names = self.state_names()
         loaders = self.state_loaders()
         for p in partitions:
@@ -169,18 +180,72 @@ class BatchStage(Service):
         await reader.start()
         try:
             with collector_paused():
-                restored = await self._read_changelog(reader, partitions)
-            log.info("%s: restored %d changelog records for partitions %s in %.2fs",
-                     self.name, restored, partitions, time.monotonic() - started)
+                starts, local = await self._load_local_copies(reader, partitions)
+                restored = await self._read_changelog(reader, partitions, starts)
+            self.restored["local"] += local
+            self.restored["changelog"] += restored
+            log.info("%s: restored %d changelog records for partitions %s in %.2fs (%d of them from the "
+                     "local copy)", self.name, restored + local, partitions, time.monotonic() - started,
+                     local)
         finally:
             await reader.stop()
 
-    async def _read_changelog(self, reader: AIOKafkaConsumer, partitions: list[int]) -> int:
-        """Apply the changelog partitions to the fresh states, up to their ends; returns the count."""
+    async def _load_local_copies(self, reader: AIOKafkaConsumer,
+                                 partitions: list[int]) -> tuple[dict[int, int], int]:
+        """Load the local copy of every partition that has one matching the changelog; returns
+        where to read the changelog from per loaded partition, and how many records were loaded."""
+        starts: dict[int, int] = {}
+        loaded = 0
+        if self.local_store is None:
+            return starts, loaded
+        for p in partitions:
+            local = self.local_store.open(p)
+            if local is None:
+                continue
+            checkpoint = local.checkpoint()
+            if checkpoint is None or not await self._copy_matches(reader, p, checkpoint.next_offset,
+                                                                  checkpoint.last_digest):
+                if checkpoint is not None:
+                    log.warning("%s: the local copy of partition %d does not match %s any more; "
+                                "restoring it from the changelog", self.name, p, self.changelog_topic)
+                local.clear()
+                continue
+            state = self.partitions[p]
+            for key, value in local.records():
+                self.restore_record(p, state, key, value)
+                loaded += 1
+            starts[p] = checkpoint.next_offset
+        return starts, loaded
+
+    async def _copy_matches(self, reader: AIOKafkaConsumer, partition: int, next_offset: int,
+                            digest: bytes) -> bool:
+        """Whether the changelog record just before a copy's checkpoint is the copy's last one
+        (not if the topic was created again, or compaction removed it: then restore it all)."""
+        tp = TopicPartition(self.changelog_topic, partition)
+        reader.assign([tp])
+        reader.seek(tp, next_offset - 1)
+        for _ in range(3):  # past the end (topic created again), fetches stay empty
+            batch = await reader.getmany(tp, timeout_ms=300, max_records=1)
+            records = batch.get(tp)
+            if records:
+                record = records[0]
+                return record.offset == next_offset - 1 and record_digest(record.key, record.value) == digest
+        return False
+
+    async def _read_changelog(self, reader: AIOKafkaConsumer, partitions: list[int],
+                              starts: dict[int, int] | None = None) -> int:
+        """Apply the changelog partitions to the states, from `starts` (else from the beginning)
+        up to their ends, copying what is read to the local copies; returns the count."""
+        starts = starts or {}
         tps = [TopicPartition(self.changelog_topic, p) for p in partitions]
         reader.assign(tps)
-        await reader.seek_to_beginning(*tps)
+        for tp in tps:
+            if tp.partition in starts:
+                reader.seek(tp, starts[tp.partition])
+            else:
+                await reader.seek_to_beginning(tp)
         ends = await reader.end_offsets(tps)
+        copies = {p: self.local_store.get(p) for p in partitions} if self.local_store is not None else {}
         restored = 0
         # Read until every partition is at its end AND a fetch comes back empty: some brokers
         # (tansu) report the end as the last batch's first offset + 1.
@@ -191,6 +256,9 @@ class BatchStage(Service):
                 for rec in records:
                     self.restore_record(tp.partition, state, rec.key, rec.value)
                     restored += 1
+                copy = copies.get(tp.partition)
+                if copy is not None and records:
+                    copy.write([(rec.key, rec.value) for rec in records], records[-1].offset + 1)
             if batch:
                 continue
             positions = [await reader.position(tp) for tp in tps]
@@ -256,6 +324,7 @@ class BatchStage(Service):
                     futures.extend(await self._send_batches(self.changelog_topic, p, [(k, v, []) for k, v in changes]))
         if futures:
             await asyncio.gather(*futures)
+        self._mirror_acknowledged()
         await consumer.commit(offsets)
 
     async def send_and_wait(self, records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]],
@@ -270,6 +339,34 @@ class BatchStage(Service):
                     await asyncio.gather(*futures)
         except Exception as exc:  # noqa: BLE001 - timeouts included: logged, the caller goes on stopping
             log.warning("%s: %d records not acknowledged while stopping: %r", self.name, len(records), exc)
+        self._mirror_acknowledged()
+
+    def _mirror_acknowledged(self) -> None:
+        """Write the changelog records the broker acknowledged to the partitions' local copies,
+        in offset order, with the new checkpoint. A partition with a record not acknowledged
+        writes nothing this time: its copy stays a prefix of the changelog."""
+        pending, self._unmirrored = self._unmirrored, []
+        if self.local_store is None or not pending:
+            return
+        by_partition: dict[int, list[tuple[int, list[tuple[bytes | None, bytes | None]]]]] = {}
+        failed: set[int] = set()
+        for partition, records, future in pending:
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                failed.add(partition)
+                continue
+            by_partition.setdefault(partition, []).append((future.result().offset, records))
+        for partition in failed:  # its copy may now lack a record the changelog has: drop it
+            copy = self.local_store.get(partition)
+            if copy is not None:
+                copy.clear()
+                self.local_store.close(partition)
+        for partition, acked in by_partition.items():
+            copy = self.local_store.get(partition)
+            if copy is None or partition in failed:
+                continue
+            acked.sort(key=lambda item: item[0])
+            base, last = acked[-1]
+            copy.write([record for _, records in acked for record in records], base + len(last))
 
     async def _send_records(self, records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]],
                                                       int | None]]) -> list[asyncio.Future]:
@@ -296,19 +393,33 @@ class BatchStage(Service):
         cost). A record too large for an empty batch goes alone through send()."""
         producer = self.producer
         futures: list[asyncio.Future] = []
+        # changelog records are remembered per produce until acknowledged, for the local copy
+        track = self._unmirrored if self.local_store is not None and topic == self.changelog_topic else None
+        pending: list[tuple[bytes | None, bytes | None]] = []
         batch = producer.create_batch()
         for key, value, headers in items:
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+                if track is not None:
+                    pending.append((key, value))
                 continue
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
+                if track is not None:
+                    track.append((partition, pending, futures[-1]))
+                    pending = []
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+                    if track is not None:
+                        pending.append((key, value))
                     continue
             futures.append(await producer.send(topic, key=key, value=value, headers=headers, partition=partition))
+            if track is not None:
+                track.append((partition, [(key, value)], futures[-1]))
             batch = producer.create_batch()  # the refused one is closed
         if batch.record_count():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
+            if track is not None:
+                track.append((partition, pending, futures[-1]))
         return futures
 
     def _deadletter(self, emit: Emit, record: ConsumerRecord, reason: str, message: str) -> None:

@@ -22,6 +22,7 @@ from app.adapters import VENDORS
 from app.config import Settings
 from app.metrics import GuardMetrics
 from app.review.service import UNKNOWN
+from app.runtime import local_store
 from app.runtime.kafka_client import (
     client_kwargs,
     faust_credentials,
@@ -29,6 +30,7 @@ from app.runtime.kafka_client import (
     group_kwargs,
     make_producer,
 )
+from app.runtime.local_store import LocalStore
 from app.runtime.model_checkpoints import ModelCheckpoints
 from app.runtime.stage import BatchStage
 from app.runtime.stages import ActorStageRunner, IngestStage, LinkStageRunner, PauseEncoder, RecordStageRunner
@@ -144,11 +146,13 @@ class GuardRuntime(Service):
                 stage=RecordStage(self.policy, detectors), link=LinkStage(self.policy, detectors),
                 attributor=Attributor(self.policy), by_actor=topics.by_actor, by_link=topics.by_link,
                 timeline_topic=topics.timeline, topics=[topics.changes], group_id=f"{group}.record",
-                changelog_topic=changelog_topic(settings, "record"), **common,
+                changelog_topic=changelog_topic(settings, "record"), local_store=self._local_store("record"),
+                **common,
             ),
             LinkStageRunner(
                 stage=LinkStage(self.policy, detectors), by_actor=topics.by_actor, topics=[topics.by_link],
-                group_id=f"{group}.link", changelog_topic=changelog_topic(settings, "link"), **common,
+                group_id=f"{group}.link", changelog_topic=changelog_topic(settings, "link"),
+                local_store=self._local_store("link"), **common,
             ),
             ActorStageRunner(
                 stage=ActorStage(self.policy, detectors), alerts_topic=topics.alerts,
@@ -156,7 +160,7 @@ class GuardRuntime(Service):
                 encode_pause=self._encode_pause, on_alert=self.board.add,
                 on_finding=self.on_finding, topics=[topics.by_actor], group_id=f"{group}.actor",
                 changelog_topic=changelog_topic(settings, "actor"), checkpoints=self._checkpoints(detectors),
-                **common,
+                local_store=self._local_store("actor"), **common,
             ),
         ]
         for stage in self.stages:  # all four exist (stable indexes); only the configured ones run
@@ -167,6 +171,15 @@ class GuardRuntime(Service):
             for cap in self.policy.caps_for(agent):
                 self.metrics.velocity_cap.labels(self.metrics.agent_label(agent), cap.name).set(cap.max_records)
         self.ready.set()
+
+    def _local_store(self, stage: str) -> LocalStore | None:
+        """Where a stage keeps the local copies of its state partitions (None: restore from Kafka)."""
+        if not self.settings.local_state:
+            return None
+        if not local_store.available():
+            log.warning("rocksdict is not installed: %s restores its whole state from the changelog", stage)
+            return None
+        return LocalStore(Path(self.settings.state_dir) / "state", changelog_topic(self.settings, stage))
 
     def _checkpoints(self, detectors: list[Any]) -> ModelCheckpoints | None:
         """Checkpoints of activity_anomaly's models (needs the secret that signs them)."""

@@ -1,0 +1,158 @@
+"""A local RocksDB copy of each state partition's changelog, so a restarted worker reads its state
+from disk and only the changelog's tail from Kafka (what Kafka Streams does with its checkpoint
+file, and Faust with its RocksDB tables).
+
+The copy holds exactly the changelog records this worker saw acknowledged, as the same key and
+value bytes, plus a checkpoint: the changelog offset the copy is complete up to, and a digest of
+the last record written. It is only ever written after the broker acknowledged those records, so
+it is always a prefix of the changelog; a restore loads the copy and reads the changelog from the
+checkpoint on (whatever another worker wrote while it owned the partition), after checking that
+the record before the checkpoint is still the one the copy ends with (a topic deleted and created
+again, or another cluster, fails the check and the partition is restored from the changelog).
+
+Why RocksDB (rocksdict): iterating 1.4 million entries takes 0.6 s against 3-4 s to read them
+back from the broker, and nothing is held in memory beyond what the detectors keep anyway. Without
+rocksdict, or when another process holds a partition's copy open, the stage restores from the
+changelog as before (logged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+try:  # an optional dependency: the guard works without it, restores just read more from Kafka
+    from rocksdict import Options, Rdict, WriteBatch
+except ImportError:  # pragma: no cover - rocksdict is a declared dependency
+    Rdict = None  # type: ignore[assignment,misc]
+
+_META = b"\x00crm-guard/"
+"""Prefix of the copy's own entries; changelog keys start with a state name, never with 0x00."""
+_OFFSET = _META + b"next-offset"
+_DIGEST = _META + b"last-record"
+_TOPIC = _META + b"topic"
+
+
+def available() -> bool:
+    """Whether rocksdict can be imported here."""
+    return Rdict is not None
+
+
+def record_digest(key: bytes | None, value: bytes | None) -> bytes:
+    """What identifies a changelog record when checking that a copy still matches the topic."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (key, value):
+        h.update(b"\x00" if part is None else b"\x01" + len(part).to_bytes(8, "big") + part)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a copy goes: the changelog offset after its last record, and that record's digest."""
+
+    next_offset: int
+    last_digest: bytes
+
+
+class LocalPartition:
+    """The local copy of one changelog partition."""
+
+    def __init__(self, path: Path, topic: str, db: Rdict) -> None:
+        self.path = path
+        self.topic = topic
+        self.db = db
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The copy's checkpoint; None when it is empty or belongs to another changelog topic."""
+        offset = self.db.get(_OFFSET)
+        digest = self.db.get(_DIGEST)
+        if offset is None or digest is None or self.db.get(_TOPIC) != self.topic.encode():
+            return None
+        return Checkpoint(int(offset), bytes(digest))
+
+    def records(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of the copy, its own entries left out."""
+        for key, value in self.db.items():
+            if not key.startswith(_META):
+                yield key, value
+
+    def write(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
+        """Apply acknowledged changelog records in order (None deletes) and move the checkpoint,
+        in one atomic write batch."""
+        if not records:
+            return
+        batch = WriteBatch(raw_mode=True)
+        for key, value in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        last_key, last_value = records[-1]
+        batch.put(_OFFSET, str(next_offset).encode())
+        batch.put(_DIGEST, record_digest(last_key, last_value))
+        batch.put(_TOPIC, self.topic.encode())
+        self.db.write(batch)
+
+    def clear(self) -> None:
+        """Forget everything (the copy no longer matches the changelog)."""
+        self.db.close()
+        Rdict.destroy(str(self.path))
+        self.db = Rdict(str(self.path), _options())
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class LocalStore:
+    """The local copies of one stage: `<root>/<changelog topic>/<partition>`."""
+
+    def __init__(self, root: str | Path, topic: str) -> None:
+        self.root = Path(root) / topic
+        self.topic = topic
+        self.open_partitions: dict[int, LocalPartition] = {}
+
+    def open(self, partition: int) -> LocalPartition | None:
+        """Open (or create) a partition's copy; None when it cannot be had (logged)."""
+        if partition in self.open_partitions:
+            return self.open_partitions[partition]
+        if Rdict is None:
+            return None
+        path = self.root / str(partition)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = Rdict(str(path), _options())
+        except Exception as exc:  # noqa: BLE001 - a lock held by another worker, a full disk: restore from Kafka
+            log.warning("local state copy %s unavailable, restoring from the changelog only: %s", path, exc)
+            return None
+        local = LocalPartition(path, self.topic, db)
+        self.open_partitions[partition] = local
+        return local
+
+    def get(self, partition: int) -> LocalPartition | None:
+        return self.open_partitions.get(partition)
+
+    def close(self, partition: int) -> None:
+        local = self.open_partitions.pop(partition, None)
+        if local is not None:
+            local.close()
+
+    def close_all(self) -> None:
+        for partition in list(self.open_partitions):
+            self.close(partition)
+
+    def remove(self) -> None:
+        """Delete every copy of this stage (closed first)."""
+        self.close_all()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    return options
