@@ -56,9 +56,11 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
         except BrokerError as exc:
             raise SystemExit(f"crm-guard: cannot start the embedded broker: {exc}") from exc
         # tansu answers a fetch only when its wait expires (docs/latency-recovery.md): keep it short.
+        # Its topics live in memory and die with it, so a local state copy could never be reused.
         settings = settings.with_overrides(bootstrap_servers=broker.bootstrap, partitions=min(settings.partitions, 3),
                                            fetch_max_wait_ms=min(settings.fetch_max_wait_ms, EMBEDDED_FETCH_WAIT_MS),
-                                           session_timeout_ms=min(settings.session_timeout_ms, EMBEDDED_SESSION_TIMEOUT_MS))
+                                           session_timeout_ms=min(settings.session_timeout_ms, EMBEDDED_SESSION_TIMEOUT_MS),
+                                           local_state=False)
         print(f"embedded broker (tansu) on {broker.bootstrap}", flush=True)
     return settings, policy, broker
 

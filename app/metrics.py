@@ -47,6 +47,10 @@ class GuardMetrics:
                                        registry=r, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600))
         self.state_entries = Gauge("crm_guard_state_entries", "Entries held in each state store",
                                    ["store"], registry=r)
+        self.state_compacted = Counter("crm_guard_state_compacted", "State entries dropped past their "
+                                       "retention (once a day of event time per partition)", ["stage"], registry=r)
+        for stage in ("record", "link", "actor"):  # at 0 from the start
+            self.state_compacted.labels(stage)
         self.api_refused = Counter("crm_guard_api_refused", "HTTP API changes refused for a missing or wrong "
                                    "operator token", ["reason"], registry=r)
         for reason in ("missing_token", "wrong_token"):  # at 0 from the start: increase() sees the first one

@@ -212,6 +212,11 @@ class DuplicateIndexDetector:
             del state[key]
         return len(stale)
 
+    def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
+        """`compact` with the policy's `duplicate_spike.retention`: what the stages call once per
+        `pipeline.COMPACT_EVERY_MS` of event time."""
+        return self.compact(state, now_ms, policy.detectors.duplicate_spike)
+
 
 class DuplicateSpikeDetector:
     """ACTOR stage: duplicate creations per actor against its own baseline (see module docstring)."""

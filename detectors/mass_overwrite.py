@@ -291,6 +291,11 @@ class MassOverwriteDetector:
             del state[key]
         return len(stale)
 
+    def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
+        """`compact` with the policy's `mass_overwrite.retention`: what the stages call once per
+        `pipeline.COMPACT_EVERY_MS` of event time."""
+        return self.compact(state, now_ms, policy.detectors.mass_overwrite)
+
 
 def _scan(records: dict[str, list[Any]], now: int, settings: MassOverwriteSettings) -> tuple[int, int]:
     """Exact counts for an out-of-order event: bisections of the group's map, which is in time order."""

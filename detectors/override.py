@@ -287,6 +287,11 @@ class OverrideDetector:
             del state[key]
         return len(stale)
 
+    def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
+        """`compact` with the policy's `override.window`: what the stages call once per
+        `pipeline.COMPACT_EVERY_MS` of event time."""
+        return self.compact(state, now_ms, policy.detectors.override)
+
 
 def _cut(value: JsonValue, limit: int) -> JsonValue:
     if isinstance(value, str) and len(value) > limit:

@@ -27,6 +27,9 @@ ALERTS_STATE = "alerts"
 RECORD_STATE = "record_state"
 ADVANCE_EVERY_MS = 60_000
 """How often (in event time) the replay tells the actor stage where event time is."""
+COMPACT_EVERY_MS = 86_400_000
+"""How often (in event time) the stages drop state past its retention (`compact`): an entry
+outlives its detector's retention (7 to 365 days) by at most a day."""
 
 
 @dataclass
@@ -78,6 +81,11 @@ class RecordStage:
             return None, []
         return obs, self.detect(obs, states)
 
+    def compact(self, states: StateSet, now_ms: int) -> int:
+        """Drop records and detector entries past their retention at event time `now_ms`."""
+        dropped = self.record_state.compact(states[RECORD_STATE], now_ms)
+        return dropped + compact_detectors(self.detectors, states, now_ms, self.policy)
+
     def detect(self, obs: Observation, states: StateSet) -> list[Finding]:
         """The record detectors over an observation the record state made (the second half of `process`)."""
         findings: list[Finding] = []
@@ -110,6 +118,10 @@ class LinkStage:
 
     def process(self, name: str, key: str, obs: Observation, states: StateSet) -> list[Finding]:
         return list(self.detectors[name].observe_link(key, obs, states[name], self.policy))
+
+    def compact(self, states: StateSet, now_ms: int) -> int:
+        """Drop identities and accounts past their retention at event time `now_ms`."""
+        return compact_detectors(self.detectors.values(), states, now_ms, self.policy)
 
 
 class ActorStage:
@@ -169,6 +181,10 @@ class ActorStage:
                 self._conclude(finding, states, result)
         return result
 
+    def compact(self, states: StateSet, now_ms: int) -> int:
+        """Drop per-actor entries past their retention at event time `now_ms`."""
+        return compact_detectors(self.detectors, states, now_ms, self.policy)
+
     def process_finding(
         self, finding: Finding, states: StateSet, result: ActorResult | None = None
     ) -> ActorResult:
@@ -203,6 +219,10 @@ class Guard:
         self.detectors = chosen
         self.watermark = 0  # the latest event time seen
         self._next_advance = 0
+        self.compacted = 0  # entries dropped past their retention so far
+        self._observed_until = 0  # the latest event time the record state saw
+        self._next_record_compact = 0
+        self._next_compact = 0
 
     def process(self, event: ChangeEvent) -> Output:
         """Run one event through every stage."""
@@ -216,7 +236,14 @@ class Guard:
 
         The halves share no state (only this one reads and writes the record state; every
         detector after it keeps its own), so they may run in two processes: app/replay.py with
-        workers=2 hands the observations from one to the other, in order."""
+        workers=2 hands the observations from one to the other, in order. Each half compacts
+        its own states once per COMPACT_EVERY_MS of event time."""
+        at = event.occurred_at
+        if at > self._observed_until:
+            self._observed_until = at
+            if at >= self._next_record_compact:
+                self._next_record_compact = at - at % COMPACT_EVERY_MS + COMPACT_EVERY_MS
+                self.compacted += self.record.record_state.compact(self.states[RECORD_STATE], at)
         return self.record.record_state.apply(self.attributor.attribute(event), self.states[RECORD_STATE])
 
     def process_downstream(self, obs: Observation) -> Output:
@@ -238,6 +265,10 @@ class Guard:
             if at >= self._next_advance:  # once per minute of event time: windows of quiet agents
                 self._next_advance = at - at % ADVANCE_EVERY_MS + ADVANCE_EVERY_MS
                 _merge(out, actor.advance(at, states))
+            if at >= self._next_compact:  # once per day of event time: state past its retention
+                self._next_compact = at - at % COMPACT_EVERY_MS + COMPACT_EVERY_MS
+                self.compacted += (compact_detectors(self.record.detectors, states, at, self.policy)
+                                   + link.compact(states, at) + actor.compact(states, at))
         return out
 
     def finish(self, now_ms: int) -> Output:
@@ -256,6 +287,16 @@ class Guard:
     def resume(self, agent: str) -> None:
         """An operator resumed the agent."""
         self.actor.alerts.resume(agent, self.states[ALERTS_STATE])
+
+
+def compact_detectors(detectors: Iterable[Any], states: StateSet, now_ms: int, policy: Policy) -> int:
+    """Every detector's `compact_state` over its own state; returns how many entries went."""
+    dropped = 0
+    for detector in detectors:
+        compact = getattr(detector, "compact_state", None)
+        if compact is not None:
+            dropped += compact(states[detector.name], now_ms, policy)
+    return dropped
 
 
 def _merge(out: ActorResult, part: ActorResult) -> None:

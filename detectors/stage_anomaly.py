@@ -214,6 +214,11 @@ class StageAnomalyDetector:
             del state[key]
         return len(stale)
 
+    def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
+        """`compact` with the policy's `stage_anomaly.retention`: what the stages call once per
+        `pipeline.COMPACT_EVERY_MS` of event time."""
+        return self.compact(state, now_ms, policy.detectors.stage_anomaly)
+
 
 _SUPPORT = "support"
 _SALES = "sales"
@@ -356,6 +361,11 @@ class SupportContextDetector:
         for key in stale:
             del state[key]
         return len(stale)
+
+    def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
+        """`compact` with the policy's `stage_anomaly.support_window`: what the stages call once per
+        `pipeline.COMPACT_EVERY_MS` of event time."""
+        return self.compact(state, now_ms, policy.detectors.stage_anomaly)
 
 
 def _severity(settings: StageAnomalySettings, reason: str) -> Severity:

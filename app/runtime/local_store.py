@@ -22,13 +22,14 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 try:  # an optional dependency: the guard works without it, restores just read more from Kafka
-    from rocksdict import Options, Rdict, WriteBatch
+    from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 except ImportError:  # pragma: no cover - rocksdict is a declared dependency
     Rdict = None  # type: ignore[assignment,misc]
 
@@ -37,6 +38,7 @@ _META = b"\x00crm-guard/"
 _OFFSET = _META + b"next-offset"
 _DIGEST = _META + b"last-record"
 _TOPIC = _META + b"topic"
+WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 
 
 def available() -> bool:
@@ -63,10 +65,11 @@ class Checkpoint:
 class LocalPartition:
     """The local copy of one changelog partition."""
 
-    def __init__(self, path: Path, topic: str, db: Rdict) -> None:
+    def __init__(self, path: Path, topic: str, db: Rdict, writer: ThreadPoolExecutor) -> None:
         self.path = path
         self.topic = topic
         self.db = db
+        self.writer = writer
 
     def checkpoint(self) -> Checkpoint | None:
         """The copy's checkpoint; None when it is empty or belongs to another changelog topic."""
@@ -85,8 +88,17 @@ class LocalPartition:
     def write(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
         """Apply acknowledged changelog records in order (None deletes) and move the checkpoint,
         in one atomic write batch."""
-        if not records:
-            return
+        if records:
+            self.db.write(self._batch(records, next_offset), _write_options())
+
+    def write_later(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> Future[None]:
+        """`write`, with the write itself on the store's writer thread: RocksDB releases the GIL
+        while it writes, so a restore goes on decoding while the copy is written on the other
+        core. Writes of one store happen in the order they were asked for."""
+        batch = self._batch(records, next_offset)
+        return self.writer.submit(self.db.write, batch, _write_options())
+
+    def _batch(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> WriteBatch:
         batch = WriteBatch(raw_mode=True)
         for key, value in records:
             if value is None:
@@ -97,7 +109,7 @@ class LocalPartition:
         batch.put(_OFFSET, str(next_offset).encode())
         batch.put(_DIGEST, record_digest(last_key, last_value))
         batch.put(_TOPIC, self.topic.encode())
-        self.db.write(batch)
+        return batch
 
     def clear(self) -> None:
         """Forget everything (the copy no longer matches the changelog)."""
@@ -116,6 +128,7 @@ class LocalStore:
         self.root = Path(root) / topic
         self.topic = topic
         self.open_partitions: dict[int, LocalPartition] = {}
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"local-state-{topic}")
 
     def open(self, partition: int) -> LocalPartition | None:
         """Open (or create) a partition's copy; None when it cannot be had (logged)."""
@@ -130,7 +143,7 @@ class LocalStore:
         except Exception as exc:  # noqa: BLE001 - a lock held by another worker, a full disk: restore from Kafka
             log.warning("local state copy %s unavailable, restoring from the changelog only: %s", path, exc)
             return None
-        local = LocalPartition(path, self.topic, db)
+        local = LocalPartition(path, self.topic, db, self.writer)
         self.open_partitions[partition] = local
         return local
 
@@ -153,6 +166,20 @@ class LocalStore:
 
 
 def _options() -> Options:
+    """8 MB memtables: a worker holds one copy per owned partition of each stage (18 with 6
+    partitions), and the default 64 MB each would cost over a gigabyte; smaller memtables are
+    also faster to fill (1.1 s instead of 2.3 s for 1.4 million 330-byte entries here)."""
     options = Options(raw_mode=True)
     options.create_if_missing(True)
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    return options
+
+
+def _write_options() -> WriteOptions:
+    """No write-ahead log: the copy is a cache of the changelog. A crash loses at most the
+    writes since the last memtable flush, and RocksDB recovers to a prefix of the write batches,
+    each of which moved the checkpoint with its records, so the copy stays a prefix of the
+    changelog and the restore reads a little more of the tail."""
+    options = WriteOptions()
+    options.disable_wal = True
     return options

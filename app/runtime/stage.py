@@ -18,12 +18,14 @@ last commit.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
@@ -31,8 +33,12 @@ from app.runtime.gc_pause import collector_paused
 from app.runtime.local_store import LocalStore, record_digest
 from app.runtime.partitioner import partition_for
 from app.runtime.store import Loader, PartitionState
+from detectors.pipeline import COMPACT_EVERY_MS
 
 log = logging.getLogger(__name__)
+
+MAX_CLOCK_SKEW_MS = 3_600_000
+"""How far ahead of the wall clock event time may count for compaction."""
 
 
 @dataclass
@@ -66,6 +72,8 @@ class _Rebalance(ConsumerRebalanceListener):
             await self.stage.before_revoke([tp.partition for tp in revoked if tp.partition in self.stage.partitions])
             for tp in revoked:
                 self.stage.partitions.pop(tp.partition, None)
+                self.stage.event_times.pop(tp.partition, None)
+                self.stage.next_compaction.pop(tp.partition, None)
                 if self.stage.local_store is not None:
                     self.stage.local_store.close(tp.partition)
 
@@ -112,6 +120,9 @@ class BatchStage(Service):
         self._unmirrored: list[tuple[int, list[tuple[bytes | None, bytes | None]], asyncio.Future]] = []
         self.restored = {"local": 0, "changelog": 0}
         """State records restored so far, from the local copies and from the changelog."""
+        self.event_times: dict[int, int] = {}  # per partition: the latest event time handled
+        self.next_compaction: dict[int, int] = {}  # per partition: event time of its next compaction
+        self.compacted = 0  # state entries dropped past their retention so far
         self.partitions: dict[int, PartitionState] = {}
         self.batch_lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
@@ -134,6 +145,34 @@ class BatchStage(Service):
 
     def after_batch(self, emit: Emit) -> None:
         """Hook: produce anything derived from the whole batch (e.g. metrics gauges)."""
+
+    def compact(self, state: PartitionState, now_ms: int) -> int:
+        """Hook: drop a partition's entries past their retention at event time `now_ms`."""
+        return 0
+
+    def saw(self, partition: int, at_ms: int) -> None:
+        """A message of `partition` carried event time `at_ms` (drives compaction)."""
+        if at_ms > self.event_times.get(partition, 0):
+            self.event_times[partition] = at_ms
+
+    def _compact_due(self) -> None:
+        """Compact every partition whose event time passed its next compaction (the first batch
+        after an assignment compacts at once). Event time is capped at the wall clock plus
+        MAX_CLOCK_SKEW_MS, so one change stamped years ahead cannot expire everything."""
+        ceiling = int(time.time() * 1000) + MAX_CLOCK_SKEW_MS
+        for partition, at in self.event_times.items():
+            now = min(at, ceiling)
+            state = self.partitions.get(partition)
+            if state is None or now < self.next_compaction.get(partition, 0):
+                continue
+            self.next_compaction[partition] = now - now % COMPACT_EVERY_MS + COMPACT_EVERY_MS
+            dropped = self.compact(state, now)
+            if dropped:
+                self.compacted += dropped
+                log.info("%s: partition %d dropped %d state entries past their retention", self.name,
+                         partition, dropped)
+                if self.metrics is not None:
+                    self.metrics.state_compacted.labels(self.name).inc(dropped)
 
     def restore_record(self, partition: int, state: PartitionState, key: bytes, value: bytes | None) -> None:
         """Hook: apply one changelog record while restoring a partition (default: JSON state)."""
@@ -176,7 +215,10 @@ class BatchStage(Service):
         if not self.changelog_topic or not names or not partitions:
             return
         started = time.monotonic()
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_kwargs)
+        # every position is set by a seek; one past the end must raise, not silently move (a copy
+        # ahead of the changelog)
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                  auto_offset_reset="none", **self.client_kwargs)
         await reader.start()
         try:
             with collector_paused():
@@ -214,6 +256,8 @@ class BatchStage(Service):
             for key, value in local.records():
                 self.restore_record(p, state, key, value)
                 loaded += 1
+                if not loaded % 50_000:  # let the web server (/metrics, /healthz) answer meanwhile
+                    await asyncio.sleep(0)
             starts[p] = checkpoint.next_offset
         return starts, loaded
 
@@ -224,12 +268,15 @@ class BatchStage(Service):
         tp = TopicPartition(self.changelog_topic, partition)
         reader.assign([tp])
         reader.seek(tp, next_offset - 1)
-        for _ in range(3):  # past the end (topic created again), fetches stay empty
-            batch = await reader.getmany(tp, timeout_ms=300, max_records=1)
-            records = batch.get(tp)
-            if records:
-                record = records[0]
-                return record.offset == next_offset - 1 and record_digest(record.key, record.value) == digest
+        try:
+            for _ in range(3):  # a broker slow to answer: give up, restore from the changelog
+                batch = await reader.getmany(tp, timeout_ms=300, max_records=1)
+                records = batch.get(tp)
+                if records:
+                    record = records[0]
+                    return record.offset == next_offset - 1 and record_digest(record.key, record.value) == digest
+        except OffsetOutOfRangeError:  # the topic is shorter than the copy: created again since
+            return False
         return False
 
     async def _read_changelog(self, reader: AIOKafkaConsumer, partitions: list[int],
@@ -246,6 +293,7 @@ class BatchStage(Service):
                 await reader.seek_to_beginning(tp)
         ends = await reader.end_offsets(tps)
         copies = {p: self.local_store.get(p) for p in partitions} if self.local_store is not None else {}
+        writes: list[concurrent.futures.Future[None]] = []
         restored = 0
         # Read until every partition is at its end AND a fetch comes back empty: some brokers
         # (tansu) report the end as the last batch's first offset + 1.
@@ -258,7 +306,8 @@ class BatchStage(Service):
                     restored += 1
                 copy = copies.get(tp.partition)
                 if copy is not None and records:
-                    copy.write([(rec.key, rec.value) for rec in records], records[-1].offset + 1)
+                    writes.append(copy.write_later([(rec.key, rec.value) for rec in records],
+                                                   records[-1].offset + 1))
             if batch:
                 continue
             positions = [await reader.position(tp) for tp in tps]
@@ -266,6 +315,8 @@ class BatchStage(Service):
                 break
         for p in partitions:
             self.partitions[p].drain_changes()
+        if writes:  # the copies must be whole before the partition's first batch writes to them
+            await asyncio.gather(*(asyncio.wrap_future(w) for w in writes))
         return restored
 
     async def _run(self) -> None:
@@ -316,6 +367,7 @@ class BatchStage(Service):
             offsets[tp] = records[-1].offset + 1
             self.processed += len(records)
         self.after_batch(emit)
+        self._compact_due()
         futures = await self._send_records(emit.records)
         if self.changelog_topic:
             for p, state in self.partitions.items():

@@ -134,6 +134,7 @@ class RecordStageRunner(BatchStage):
             where = ".".join(str(p) for p in first["loc"])
             raise PoisonMessage(f"invalid_event:{where}", f"not a canonical change event: {where}: {first['msg']}") from exc
         event = self.attributor.attribute(event)
+        self.saw(record.partition, event.occurred_at)
         obs, findings = self.stage.process(event, state)
         if obs is None:
             if self.metrics:
@@ -149,6 +150,9 @@ class RecordStageRunner(BatchStage):
         if self.timeline_topic:
             self.timeline_rows.setdefault(record.partition, []).extend(
                 orjson.dumps(row) for row in timeline_rows(Output(observation=obs)))
+
+    def compact(self, state: PartitionState, now_ms: int) -> int:
+        return self.stage.compact(state, now_ms)
 
     def after_batch(self, emit: Emit) -> None:
         """One message per actor key and per link key; one timeline message per input partition
@@ -190,8 +194,12 @@ class LinkStageRunner(BatchStage):
             if name not in self.stage.detectors:
                 raise PoisonMessage("unknown_detector", f"no link detector named {name!r} in this worker")
         for name, obs in probes:
+            self.saw(record.partition, obs.event.occurred_at)
             for finding in self.stage.process(name, key, obs, state):
                 emit.send(self.by_actor, finding.actor_key, orjson.dumps([codec.actor_input(finding=finding)]))
+
+    def compact(self, state: PartitionState, now_ms: int) -> int:
+        return self.stage.compact(state, now_ms)
 
 
 def _event_time(item: Observation | Finding) -> int:
@@ -247,6 +255,7 @@ class ActorStageRunner(BatchStage):
                 result = self.stage.process_finding(item, state)
             self._publish(result, emit)
         latest = _event_time(items[-1]) if items else 0
+        self.saw(record.partition, latest)
         if latest > self.watermarks.get(record.partition, 0):
             self.watermarks[record.partition] = latest
             self.advanced.add(record.partition)
@@ -297,6 +306,9 @@ class ActorStageRunner(BatchStage):
         if self.checkpoints is not None and self.changelog_topic:
             for partition, key, value in self.checkpoints.due(self.partitions):
                 emit.send(self.changelog_topic, key, value, partition=partition)
+
+    def compact(self, state: PartitionState, now_ms: int) -> int:
+        return self.stage.compact(state, now_ms)
 
     def restore_record(self, partition: int, state: PartitionState, key: bytes, value: bytes | None) -> None:
         agent = agent_of(key)

@@ -103,24 +103,27 @@ async def test_a_restarted_worker_loads_its_copy_and_reads_only_the_changelog_ta
 
 async def test_a_copy_that_no_longer_matches_the_changelog_is_dropped(
         kafka_bootstrap: str, unique: str, kafka_kind: str) -> None:
-    settings = fresh_settings(kafka_bootstrap, unique, partitions=2)
+    settings = fresh_settings(kafka_bootstrap, unique, partitions=3)
     from_kafka = settings.with_overrides(state_dir=settings.state_dir + "-kafka-only", local_state=False)
     try:
         await run_burst(settings, kafka_kind, 15)
         _, expected = await snapshot_of_a_restore(from_kafka, kafka_kind)
-        # Make partition 0's copy end with a record the changelog does not have at that offset
-        # (as after the topic was deleted and created again): it must not be trusted.
+        # Partition 0's copy ends with a record the changelog does not have at that offset, and
+        # partition 1's goes past the changelog's end (both as after the topic was deleted and
+        # created again): neither may be trusted. Partition 2's is left as it is.
         store = LocalStore(Path(settings.state_dir) / "state", changelog_topic(settings, "record"))
-        copy = store.open(0)
-        assert copy is not None
-        checkpoint = copy.checkpoint()
-        assert checkpoint is not None
-        copy.write([(b"record_state\x1fhubspot/contact/bogus", b'{"t":1}')], checkpoint.next_offset)
+        bogus = (b"record_state\x1fhubspot/contact/bogus", b'{"t":1}')
+        for partition, ahead in ((0, 0), (1, 1000)):
+            copy = store.open(partition)
+            assert copy is not None
+            checkpoint = copy.checkpoint()
+            assert checkpoint is not None
+            copy.write([bogus], checkpoint.next_offset + ahead)
         store.close_all()
         back, state = await snapshot_of_a_restore(settings, kafka_kind)
         assert all("hubspot/contact/bogus" not in ps["record_state"] for ps in state["record"].values())
         assert state == expected
-        # partition 1's copy was used, partition 0 came from the changelog
+        # partition 2's copy was used, partitions 0 and 1 came from the changelog
         assert back.stages[1].restored["local"] > 0 and back.stages[1].restored["changelog"] > 0
     finally:
         cleanup(settings, from_kafka)

@@ -185,3 +185,28 @@ async def test_restarted_worker_keeps_the_learned_activity_models(kafka_bootstra
 
 async def _processed(runtime: Any, n: int) -> bool:
     return runtime.stages[3].observations >= n
+
+
+async def test_state_past_its_retention_is_dropped_and_tombstoned_in_the_changelog(
+        kafka_bootstrap: str, unique: str, kafka_kind: str) -> None:
+    """record_state keeps a record 90 days after its last change (the shipped retention): a change
+    100 days of event time later drops it, and the changelog says so (a restore would not bring
+    it back)."""
+    settings = fresh_settings(kafka_bootstrap, unique, partitions=1)
+    day = 86_400_000
+    runtime = await start_runtime(settings, kafka_kind)
+    try:
+        for n, (object_id, at) in enumerate(((5001, T0), (5002, T0 + 100 * day)), start=1):
+            change = hubspot_change(n, object_id, "jobtitle", f"t{n}", at, source="CRM_UI", source_id="userId:7")
+            await produce(kafka_bootstrap, settings.topics.raw_hubspot, [orjson.dumps([change])])
+            assert await wait_for(lambda n=n: _processed(runtime, n), 60)
+        record = runtime.stages[1]
+        held = {key for state in record.partitions.values() for key in state["record_state"].data}
+        assert held == {"hubspot/contact/5002"}
+        assert record.compacted >= 1
+        latest = {r.key: r.value for r in await read_topic(kafka_bootstrap, changelog_topic(settings, "record"))}
+        assert b"record_state\x1fhubspot/contact/5001" in latest
+        assert latest[b"record_state\x1fhubspot/contact/5001"] is None
+        assert latest[b"record_state\x1fhubspot/contact/5002"] is not None
+    finally:
+        await runtime.stop()
