@@ -365,13 +365,20 @@ def pipeline() -> dict[str, Any]:
             (f"sum by (sink, outcome) (rate(crm_guard_alert_deliveries_total[{RATE}]))", "{{sink}} {{outcome}}")),
             "cps", stack=True), 6, 8),
         (timeseries("State entries by store", targets(("sum by (store) (crm_guard_state_entries)", "{{store}}"))),
-         6, 8),
+         4, 8),
+        (timeseries("State entries dropped past retention", targets(
+            ("sum by (stage) (increase(crm_guard_state_compacted_total[1d]))", "{{stage}}")),
+            bars=True, stack=True,
+            description="Per day: records, identities, accounts and actor entries idle beyond their retention "
+                        "(docs/detectors.md), dropped once a day of event time per partition. None for weeks "
+                        "while state grows: check the retention settings."),
+         4, 8),
         (timeseries("Refused API changes (operator token)", targets(
             (f"sum by (reason) (increase(crm_guard_api_refused_total[{RATE}]))", "{{reason}}")),
             bars=True, stack=True,
             description="Review decisions, pins or resumes sent without the right api_token. The worker log "
                         "names the path and the caller: an agent's address means it tried to act for itself."),
-         6, 8),
+         4, 8),
     ]
     return dashboard("crm-guard-pipeline", "crm-guard / Pipeline health",
                      "Is the guard keeping up: workers, throughput, lag, latency, dead letters, deliveries, state.",
