@@ -286,11 +286,18 @@ async def restore_child(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(0.02)
     restored = time.perf_counter() - started
     cpu = time.process_time() - cpu0
-    out = {"cpu_s": cpu, "startup": startup, "ready_s": ready, "assigned_s": assigned, "restored_s": restored,
-           "records": held, "rss_start_mb": rss0, "rss_end_mb": rss_mb(), "peak_rss_mb": peak_rss_mb(),
-           "restore_log": capture.lines}
+    rss_restored = rss_mb()
+    lines = list(capture.lines)
+    states = list(record.partitions.values())
     await runtime.stop()
-    return out
+    # Restored entries are decoded when first read: what reading every one of them once costs
+    # (traffic touching them), measured here at once, after the worker stopped.
+    decode_started = time.perf_counter()
+    decoded = sum(1 for ps in states for state in ps.values() for key in list(state.data) if state.peek(key))
+    decode_s = time.perf_counter() - decode_started
+    return {"cpu_s": cpu, "startup": startup, "ready_s": ready, "assigned_s": assigned, "restored_s": restored,
+            "records": held, "rss_start_mb": rss0, "rss_end_mb": rss_restored, "peak_rss_mb": peak_rss_mb(),
+            "decode_all_s": decode_s, "decoded": decoded, "rss_decoded_mb": rss_mb(), "restore_log": lines}
 
 
 def run_child(mode: str, bootstrap: str, suffix: str, args: argparse.Namespace,
@@ -394,6 +401,8 @@ def print_restore(title: str, res: dict[str, Any], bare: dict[str, Any], dec: di
     per_record = (res["rss_end_mb"] - res["rss_start_mb"]) * 1024 * 1024 / max(1, res["records"])
     print(f"  RSS {res['rss_start_mb']:.0f} MB before start, {res['rss_end_mb']:.0f} MB after restore, "
           f"peak {res['peak_rss_mb']:.0f} MB ({per_record:.0f} B per record)")
+    print(f"  then reading every restored entry once (decodes and keeps them, as traffic touching them "
+          f"does): {res['decoded']:,} entries in {res['decode_all_s']:.2f}s, RSS {res['rss_decoded_mb']:.0f} MB")
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ Entry layout (JSON-able, written to the changelog as is)::
 
 Memory bound: values are cut to `max_value_chars` (256 by default); an entry costs about
 300 bytes plus ~200 bytes per tracked field in CPython (894 B for a record with three fields,
-measured by tests/unit/test_record_state.py). An entry restored from the changelog is decoded from
-JSON, which copies every string: `loaded` shares the actor ids, kinds and event ids again
-(~1.95 KB per restored record with its override entry, bench/recovery.py).
+measured by tests/unit/test_record_state.py). The streaming runtime keeps an entry restored from
+the changelog as its JSON bytes (~330 B) until something reads it (app/runtime/store.py); decoding
+copies every string, and `loaded` shares the actor ids, kinds and event ids again (~1.95 KB per
+decoded restored record with its override entry, bench/recovery.py).
 Records untouched for `retention` (90 days) are dropped by `compact`; beyond `max_records` the
 least recently changed records are evicted first (dict order is kept as recency order).
 Cost per event: one dict lookup plus one small list per changed field.

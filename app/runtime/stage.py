@@ -32,13 +32,15 @@ from mode import Service
 from app.runtime.gc_pause import collector_paused
 from app.runtime.local_store import LocalStore, record_digest
 from app.runtime.partitioner import partition_for
-from app.runtime.store import Loader, PartitionState
+from app.runtime.store import Loader, PartitionState, StateSlice
 from detectors.pipeline import COMPACT_EVERY_MS
 
 log = logging.getLogger(__name__)
 
 MAX_CLOCK_SKEW_MS = 3_600_000
 """How far ahead of the wall clock event time may count for compaction."""
+COMPACT_SLICE = 50_000
+"""Keys of each state compacted between two turns of the event loop (~0.2 s at most)."""
 
 
 @dataclass
@@ -155,18 +157,32 @@ class BatchStage(Service):
         if at_ms > self.event_times.get(partition, 0):
             self.event_times[partition] = at_ms
 
-    def _compact_due(self) -> None:
-        """Compact every partition whose event time passed its next compaction (the first batch
-        after an assignment compacts at once). Event time is capped at the wall clock plus
-        MAX_CLOCK_SKEW_MS, so one change stamped years ahead cannot expire everything."""
+    async def _compact_due(self) -> None:
+        """Compact every partition whose event time crossed a day (COMPACT_EVERY_MS) since its
+        last compaction, or since it was assigned. Slice by slice (COMPACT_SLICE keys of each
+        state), letting the event loop run in between: restored entries are decoded for the
+        scan only (~4 us each), so a big partition must not hold the loop (and the group's
+        heartbeats) for seconds. Event time is capped at the wall clock plus MAX_CLOCK_SKEW_MS,
+        so one change stamped years ahead cannot expire everything."""
         ceiling = int(time.time() * 1000) + MAX_CLOCK_SKEW_MS
-        for partition, at in self.event_times.items():
+        for partition, at in list(self.event_times.items()):
             now = min(at, ceiling)
             state = self.partitions.get(partition)
-            if state is None or now < self.next_compaction.get(partition, 0):
+            if state is None:
+                continue
+            due = self.next_compaction.get(partition)
+            if due is not None and now < due:
                 continue
             self.next_compaction[partition] = now - now % COMPACT_EVERY_MS + COMPACT_EVERY_MS
-            dropped = self.compact(state, now)
+            if due is None:  # the first batch since the partition was assigned
+                continue
+            keys = {name: list(tracked.data) for name, tracked in state.items()}
+            dropped = 0
+            for start in range(0, max(map(len, keys.values()), default=0), COMPACT_SLICE):
+                view = {name: StateSlice(state[name], held[start:start + COMPACT_SLICE])
+                        for name, held in keys.items()}
+                dropped += self.compact(view, now)  # type: ignore[arg-type]
+                await asyncio.sleep(0)
             if dropped:
                 self.compacted += dropped
                 log.info("%s: partition %d dropped %d state entries past their retention", self.name,
@@ -367,7 +383,7 @@ class BatchStage(Service):
             offsets[tp] = records[-1].offset + 1
             self.processed += len(records)
         self.after_batch(emit)
-        self._compact_due()
+        await self._compact_due()
         futures = await self._send_records(emit.records)
         if self.changelog_topic:
             for p, state in self.partitions.items():

@@ -262,7 +262,7 @@ class GuardRuntime(Service):
     def current_value(self, record_key: str, field: str) -> Any:
         """The record state's last known value of a field, when this worker holds the record."""
         for state in self.stages[1].partitions.values() if len(self.stages) > 1 else ():
-            entry = state[RECORD_STATE].data.get(record_key)
+            entry = state[RECORD_STATE].peek(record_key)
             if entry is not None:
                 held = entry["f"].get(field)
                 return UNKNOWN if held is None else held[0]
@@ -272,11 +272,11 @@ class GuardRuntime(Service):
         """Distinct records per cap in the window ending at_ms (event time; None: the agent's
         latest change), for the proposal gate and the velocity gauge."""
         for state in self.stages[3].partitions.values() if len(self.stages) > 3 else ():
-            caps = state["velocity_cap"].data
-            if agent in caps:
+            entry = state["velocity_cap"].peek(agent)
+            if entry is not None:
                 if at_ms is None:
-                    at_ms = max((t for window in caps[agent].values() for t in window.values()), default=0)
-                return VelocityCapDetector.current_counts(agent, caps, self.policy, at_ms)
+                    at_ms = max((t for window in entry.values() for t in window.values()), default=0)
+                return VelocityCapDetector.current_counts(agent, {agent: entry}, self.policy, at_ms)
         return {}
 
     def processed(self) -> dict[str, int]:

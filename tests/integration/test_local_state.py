@@ -42,7 +42,7 @@ def snapshot(runtime: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i in STATEFUL:
         stage = runtime.stages[i]
-        out[stage.name] = {p: {name: orjson.loads(orjson.dumps(st.data)) for name, st in ps.items()}
+        out[stage.name] = {p: {name: orjson.loads(orjson.dumps(st.decoded())) for name, st in ps.items()}
                            for p, ps in stage.partitions.items()}
     return out
 

@@ -51,6 +51,12 @@ def test_the_shipped_retention_keeps_three_weeks_of_records() -> None:
     assert key in guard.states[RECORD_STATE]  # record_state.retention is 90 days
 
 
+def _held() -> PartitionState:
+    state = PartitionState(["s"])
+    state.apply_changelog(b"s\x1fk", b'{"t": 1}')
+    return state
+
+
 class _Recorder(BatchStage):
     name = "probe"
 
@@ -60,42 +66,78 @@ class _Recorder(BatchStage):
         self.calls: list[tuple[int, int]] = []
 
     def compact(self, state: PartitionState, now_ms: int) -> int:
-        self.calls.append((id(state), now_ms))
+        self.calls.append((len(state), now_ms))
         return 0
 
 
-def test_a_stage_compacts_each_partition_once_per_day_of_its_event_time() -> None:
+async def test_a_stage_compacts_each_partition_once_per_day_of_its_event_time() -> None:
     stage = _Recorder()
-    stage.partitions = {0: PartitionState([]), 1: PartitionState([])}
+    stage.partitions = {0: _held(), 1: _held()}
     t0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
     stage.saw(0, t0 + 5 * H)
-    stage._compact_due()  # the first batch of a partition compacts at once
-    assert [now for _, now in stage.calls] == [t0 + 5 * H]
+    await stage._compact_due()  # not in the first batch after an assignment (restored entries stay undecoded)
+    assert stage.calls == []
     stage.saw(0, t0 + 20 * H)
     stage.saw(1, t0 + 20 * H)
-    stage._compact_due()  # partition 0: same day, not yet; partition 1: its first
-    assert [now for _, now in stage.calls] == [t0 + 5 * H, t0 + 20 * H]
+    await stage._compact_due()  # partition 0: same day; partition 1: its first batch
+    assert stage.calls == []
     stage.saw(0, t0 + COMPACT_EVERY_MS)
-    stage._compact_due()
-    assert [now for _, now in stage.calls][-1] == t0 + COMPACT_EVERY_MS
-    assert len(stage.calls) == 3
+    await stage._compact_due()  # partition 0 crossed midnight of its event time
+    assert [now for _, now in stage.calls] == [t0 + COMPACT_EVERY_MS]
+    stage.saw(0, t0 + COMPACT_EVERY_MS + 23 * H)
+    stage.saw(1, t0 + COMPACT_EVERY_MS + H)
+    await stage._compact_due()  # partition 0: same day again; partition 1 crossed it
+    assert [now for _, now in stage.calls] == [t0 + COMPACT_EVERY_MS, t0 + COMPACT_EVERY_MS + H]
 
 
-def test_event_time_far_ahead_of_the_clock_counts_only_up_to_the_allowed_skew() -> None:
+async def test_event_time_far_ahead_of_the_clock_counts_only_up_to_the_allowed_skew() -> None:
     stage = _Recorder()
-    stage.partitions = {0: PartitionState([])}
+    stage.partitions = {0: _held()}
+    stage.saw(0, 1_767_225_600_000)  # 2026-01-01
+    await stage._compact_due()
     stage.saw(0, 7_258_118_400_000)  # 2200-01-01: a mistyped or forged timestamp
     before = int(time.time() * 1000)
-    stage._compact_due()
+    await stage._compact_due()
     (_, now), = stage.calls
     assert before <= now <= int(time.time() * 1000) + MAX_CLOCK_SKEW_MS
-    stage._compact_due()  # and it does not compact again on every batch
+    await stage._compact_due()  # and it does not compact again on every batch
     assert len(stage.calls) == 1
 
 
-def test_a_revoked_partition_is_not_compacted() -> None:
+async def test_a_revoked_partition_is_not_compacted() -> None:
     stage = _Recorder()
-    stage.partitions = {0: PartitionState([])}
+    stage.partitions = {0: _held()}
     stage.saw(3, 1_767_225_600_000)  # a partition this stage no longer owns
-    stage._compact_due()
+    await stage._compact_due()
     assert stage.calls == []
+
+
+async def test_a_big_partition_is_compacted_slice_by_slice_with_restored_entries_kept_as_bytes() -> None:
+    """The streaming record stage over 120,003 restored records (COMPACT_SLICE 50,000): every
+    slice is scanned, the stale records go (with tombstones), the kept ones stay undecoded."""
+    from app.runtime.stages import RecordStageRunner
+    from app.runtime.store import changelog_key
+    from detectors.attribution import Attributor
+    from detectors.pipeline import LinkStage, RecordStage
+    from detectors.registry import default_detectors
+
+    policy = agents_policy("enricher", record_state={"retention": "2d"})
+    detectors = default_detectors(policy)
+    runner = RecordStageRunner(stage=RecordStage(policy, detectors), link=LinkStage(policy, detectors),
+                               attributor=Attributor(policy), by_actor="a", by_link="l", timeline_topic=None,
+                               bootstrap="unused:9092", group_id="g", topics=["in"], producer=None,
+                               deadletter_topic="dl", changelog_topic="g.record-changelog", client_kwargs={})
+    state = PartitionState(runner.state_names(), runner.state_loaders())
+    t0 = 1_767_225_600_000
+    for i in range(120_003):
+        at = t0 if i % 3 else t0 + 5 * D  # one in three changed recently
+        state.apply_changelog(changelog_key(RECORD_STATE, f"hubspot/contact/{i}"), b'{"f":{},"r":[],"e":[],"t":%d,"d":false}' % at)
+    runner.partitions = {0: state}
+    runner.saw(0, t0 + 5 * D)
+    await runner._compact_due()  # first batch after the assignment: scheduled, not run
+    runner.saw(0, t0 + 6 * D)
+    await runner._compact_due()
+    assert runner.compacted == 80_002
+    kept = state[RECORD_STATE].data
+    assert len(kept) == 40_001 and all(type(v) is bytes for v in kept.values())
+    assert len(state.drain_changes()) == 80_002  # tombstones for the changelog
