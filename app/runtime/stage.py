@@ -18,29 +18,23 @@ last commit.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
-from app.runtime.gc_pause import collector_paused
-from app.runtime.local_store import LocalStore, record_digest
+from app.runtime.compaction import CompactionSchedule, compact_in_slices
+from app.runtime.local_store import LocalStore
 from app.runtime.partitioner import partition_for
-from app.runtime.store import Loader, PartitionState, StateSlice
-from detectors.pipeline import COMPACT_EVERY_MS
+from app.runtime.restore import ChangelogRestorer
+from app.runtime.store import Loader, PartitionState
 
 log = logging.getLogger(__name__)
 
-MAX_CLOCK_SKEW_MS = 3_600_000
-"""How far ahead of the wall clock event time may count for compaction."""
-COMPACT_SLICE = 50_000
-"""Keys of each state compacted between two turns of the event loop (~0.2 s at most)."""
 
 
 @dataclass
@@ -74,8 +68,7 @@ class _Rebalance(ConsumerRebalanceListener):
             await self.stage.before_revoke([tp.partition for tp in revoked if tp.partition in self.stage.partitions])
             for tp in revoked:
                 self.stage.partitions.pop(tp.partition, None)
-                self.stage.event_times.pop(tp.partition, None)
-                self.stage.next_compaction.pop(tp.partition, None)
+                self.stage.compaction.forget(tp.partition)
                 if self.stage.local_store is not None:
                     self.stage.local_store.close(tp.partition)
 
@@ -122,8 +115,7 @@ class BatchStage(Service):
         self._unmirrored: list[tuple[int, list[tuple[bytes | None, bytes | None]], asyncio.Future]] = []
         self.restored = {"local": 0, "changelog": 0}
         """State records restored so far, from the local copies and from the changelog."""
-        self.event_times: dict[int, int] = {}  # per partition: the latest event time handled
-        self.next_compaction: dict[int, int] = {}  # per partition: event time of its next compaction
+        self.compaction = CompactionSchedule()  # runners report event times: compaction.saw()
         self.compacted = 0  # state entries dropped past their retention so far
         self.partitions: dict[int, PartitionState] = {}
         self.batch_lock = asyncio.Lock()
@@ -152,37 +144,13 @@ class BatchStage(Service):
         """Hook: drop a partition's entries past their retention at event time `now_ms`."""
         return 0
 
-    def saw(self, partition: int, at_ms: int) -> None:
-        """A message of `partition` carried event time `at_ms` (drives compaction)."""
-        if at_ms > self.event_times.get(partition, 0):
-            self.event_times[partition] = at_ms
-
     async def _compact_due(self) -> None:
-        """Compact every partition whose event time crossed a day (COMPACT_EVERY_MS) since its
-        last compaction, or since it was assigned. Slice by slice (COMPACT_SLICE keys of each
-        state), letting the event loop run in between: restored entries are decoded for the
-        scan only (~4 us each), so a big partition must not hold the loop (and the group's
-        heartbeats) for seconds. Event time is capped at the wall clock plus MAX_CLOCK_SKEW_MS,
-        so one change stamped years ahead cannot expire everything."""
-        ceiling = int(time.time() * 1000) + MAX_CLOCK_SKEW_MS
-        for partition, at in list(self.event_times.items()):
-            now = min(at, ceiling)
+        """Compact the partitions whose event time crossed a day (app/runtime/compaction.py)."""
+        for partition, now in self.compaction.due(int(time.time() * 1000)):
             state = self.partitions.get(partition)
             if state is None:
                 continue
-            due = self.next_compaction.get(partition)
-            if due is not None and now < due:
-                continue
-            self.next_compaction[partition] = now - now % COMPACT_EVERY_MS + COMPACT_EVERY_MS
-            if due is None:  # the first batch since the partition was assigned
-                continue
-            keys = {name: list(tracked.data) for name, tracked in state.items()}
-            dropped = 0
-            for start in range(0, max(map(len, keys.values()), default=0), COMPACT_SLICE):
-                view = {name: StateSlice(state[name], held[start:start + COMPACT_SLICE])
-                        for name, held in keys.items()}
-                dropped += self.compact(view, now)  # type: ignore[arg-type]
-                await asyncio.sleep(0)
+            dropped = await compact_in_slices(self.compact, state, now)
             if dropped:
                 self.compacted += dropped
                 log.info("%s: partition %d dropped %d state entries past their retention", self.name,
@@ -222,118 +190,22 @@ class BatchStage(Service):
             self.local_store.close_all()
 
     async def restore(self, partitions: list[int]) -> None:
-        """Rebuild the state of newly assigned partitions: from their local copies where they
-        still match the changelog, then from the changelog (all of it, or the tail after the copy)."""
+        """Rebuild the state of newly assigned partitions (app/runtime/restore.py)."""
         names = self.state_names()
         loaders = self.state_loaders()
-        for p in partitions:
-            self.partitions[p] = PartitionState(names, loaders)
+        states = {p: PartitionState(names, loaders) for p in partitions}
+        self.partitions.update(states)
         if not self.changelog_topic or not names or not partitions:
             return
         started = time.monotonic()
-        # every position is set by a seek; one past the end must raise, not silently move (a copy
-        # ahead of the changelog)
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                  auto_offset_reset="none", **self.client_kwargs)
-        await reader.start()
-        try:
-            with collector_paused():
-                starts, local = await self._load_local_copies(reader, partitions)
-                restored = await self._read_changelog(reader, partitions, starts)
-            self.restored["local"] += local
-            self.restored["changelog"] += restored
-            log.info("%s: restored %d changelog records for partitions %s in %.2fs (%d of them from the "
-                     "local copy)", self.name, restored + local, partitions, time.monotonic() - started,
-                     local)
-        finally:
-            await reader.stop()
-
-    async def _load_local_copies(self, reader: AIOKafkaConsumer,
-                                 partitions: list[int]) -> tuple[dict[int, int], int]:
-        """Load the local copy of every partition that has one matching the changelog; returns
-        where to read the changelog from per loaded partition, and how many records were loaded."""
-        starts: dict[int, int] = {}
-        loaded = 0
-        if self.local_store is None:
-            return starts, loaded
-        for p in partitions:
-            local = self.local_store.open(p)
-            if local is None:
-                continue
-            checkpoint = local.checkpoint()
-            if checkpoint is None or not await self._copy_matches(reader, p, checkpoint.next_offset,
-                                                                  checkpoint.last_digest):
-                if checkpoint is not None:
-                    log.warning("%s: the local copy of partition %d does not match %s any more; "
-                                "restoring it from the changelog", self.name, p, self.changelog_topic)
-                local.clear()
-                continue
-            state = self.partitions[p]
-            for key, value in local.records():
-                self.restore_record(p, state, key, value)
-                loaded += 1
-                if not loaded % 50_000:  # let the web server (/metrics, /healthz) answer meanwhile
-                    await asyncio.sleep(0)
-            starts[p] = checkpoint.next_offset
-        return starts, loaded
-
-    async def _copy_matches(self, reader: AIOKafkaConsumer, partition: int, next_offset: int,
-                            digest: bytes) -> bool:
-        """Whether the changelog record just before a copy's checkpoint is the copy's last one
-        (not if the topic was created again, or compaction removed it: then restore it all)."""
-        tp = TopicPartition(self.changelog_topic, partition)
-        reader.assign([tp])
-        reader.seek(tp, next_offset - 1)
-        try:
-            for _ in range(3):  # a broker slow to answer: give up, restore from the changelog
-                batch = await reader.getmany(tp, timeout_ms=300, max_records=1)
-                records = batch.get(tp)
-                if records:
-                    record = records[0]
-                    return record.offset == next_offset - 1 and record_digest(record.key, record.value) == digest
-        except OffsetOutOfRangeError:  # the topic is shorter than the copy: created again since
-            return False
-        return False
-
-    async def _read_changelog(self, reader: AIOKafkaConsumer, partitions: list[int],
-                              starts: dict[int, int] | None = None) -> int:
-        """Apply the changelog partitions to the states, from `starts` (else from the beginning)
-        up to their ends, copying what is read to the local copies; returns the count."""
-        starts = starts or {}
-        tps = [TopicPartition(self.changelog_topic, p) for p in partitions]
-        reader.assign(tps)
-        for tp in tps:
-            if tp.partition in starts:
-                reader.seek(tp, starts[tp.partition])
-            else:
-                await reader.seek_to_beginning(tp)
-        ends = await reader.end_offsets(tps)
-        copies = {p: self.local_store.get(p) for p in partitions} if self.local_store is not None else {}
-        writes: list[concurrent.futures.Future[None]] = []
-        restored = 0
-        # Read until every partition is at its end AND a fetch comes back empty: some brokers
-        # (tansu) report the end as the last batch's first offset + 1.
-        while True:
-            batch = await reader.getmany(*tps, timeout_ms=300, max_records=10_000)
-            for tp, records in batch.items():
-                state = self.partitions[tp.partition]
-                for rec in records:
-                    self.restore_record(tp.partition, state, rec.key, rec.value)
-                    restored += 1
-                copy = copies.get(tp.partition)
-                if copy is not None and records:
-                    writes.append(copy.write_later([(rec.key, rec.value) for rec in records],
-                                                   records[-1].offset + 1))
-            if batch:
-                continue
-            positions = [await reader.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
-                break
-        for p in partitions:
-            self.partitions[p].drain_changes()
-        if writes:  # the copies must be whole before the partition's first batch writes to them
-            await asyncio.gather(*(asyncio.wrap_future(w) for w in writes))
-        return restored
+        restorer = ChangelogRestorer(name=self.name, topic=self.changelog_topic, bootstrap=self.bootstrap,
+                                     client_kwargs=self.client_kwargs, local_store=self.local_store,
+                                     apply=self.restore_record)
+        local, restored = await restorer.restore(states)
+        self.restored["local"] += local
+        self.restored["changelog"] += restored
+        log.info("%s: restored %d changelog records for partitions %s in %.2fs (%d of them from the "
+                 "local copy)", self.name, restored + local, partitions, time.monotonic() - started, local)
 
     async def _run(self) -> None:
         try:

@@ -134,7 +134,7 @@ class RecordStageRunner(BatchStage):
             where = ".".join(str(p) for p in first["loc"])
             raise PoisonMessage(f"invalid_event:{where}", f"not a canonical change event: {where}: {first['msg']}") from exc
         event = self.attributor.attribute(event)
-        self.saw(record.partition, event.occurred_at)
+        self.compaction.saw(record.partition, event.occurred_at)
         obs, findings = self.stage.process(event, state)
         if obs is None:
             if self.metrics:
@@ -194,7 +194,7 @@ class LinkStageRunner(BatchStage):
             if name not in self.stage.detectors:
                 raise PoisonMessage("unknown_detector", f"no link detector named {name!r} in this worker")
         for name, obs in probes:
-            self.saw(record.partition, obs.event.occurred_at)
+            self.compaction.saw(record.partition, obs.event.occurred_at)
             for finding in self.stage.process(name, key, obs, state):
                 emit.send(self.by_actor, finding.actor_key, orjson.dumps([codec.actor_input(finding=finding)]))
 
@@ -255,7 +255,7 @@ class ActorStageRunner(BatchStage):
                 result = self.stage.process_finding(item, state)
             self._publish(result, emit)
         latest = _event_time(items[-1]) if items else 0
-        self.saw(record.partition, latest)
+        self.compaction.saw(record.partition, latest)
         if latest > self.watermarks.get(record.partition, 0):
             self.watermarks[record.partition] = latest
             self.advanced.add(record.partition)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 
-from app.runtime.stage import MAX_CLOCK_SKEW_MS, BatchStage
+from app.runtime.compaction import MAX_CLOCK_SKEW_MS
+from app.runtime.stage import BatchStage
 from app.runtime.store import PartitionState
 from detectors.events import ActorKind
 from detectors.pipeline import COMPACT_EVERY_MS, RECORD_STATE, Guard
@@ -74,18 +75,18 @@ async def test_a_stage_compacts_each_partition_once_per_day_of_its_event_time() 
     stage = _Recorder()
     stage.partitions = {0: _held(), 1: _held()}
     t0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-    stage.saw(0, t0 + 5 * H)
+    stage.compaction.saw(0, t0 + 5 * H)
     await stage._compact_due()  # not in the first batch after an assignment (restored entries stay undecoded)
     assert stage.calls == []
-    stage.saw(0, t0 + 20 * H)
-    stage.saw(1, t0 + 20 * H)
+    stage.compaction.saw(0, t0 + 20 * H)
+    stage.compaction.saw(1, t0 + 20 * H)
     await stage._compact_due()  # partition 0: same day; partition 1: its first batch
     assert stage.calls == []
-    stage.saw(0, t0 + COMPACT_EVERY_MS)
+    stage.compaction.saw(0, t0 + COMPACT_EVERY_MS)
     await stage._compact_due()  # partition 0 crossed midnight of its event time
     assert [now for _, now in stage.calls] == [t0 + COMPACT_EVERY_MS]
-    stage.saw(0, t0 + COMPACT_EVERY_MS + 23 * H)
-    stage.saw(1, t0 + COMPACT_EVERY_MS + H)
+    stage.compaction.saw(0, t0 + COMPACT_EVERY_MS + 23 * H)
+    stage.compaction.saw(1, t0 + COMPACT_EVERY_MS + H)
     await stage._compact_due()  # partition 0: same day again; partition 1 crossed it
     assert [now for _, now in stage.calls] == [t0 + COMPACT_EVERY_MS, t0 + COMPACT_EVERY_MS + H]
 
@@ -93,9 +94,9 @@ async def test_a_stage_compacts_each_partition_once_per_day_of_its_event_time() 
 async def test_event_time_far_ahead_of_the_clock_counts_only_up_to_the_allowed_skew() -> None:
     stage = _Recorder()
     stage.partitions = {0: _held()}
-    stage.saw(0, 1_767_225_600_000)  # 2026-01-01
+    stage.compaction.saw(0, 1_767_225_600_000)  # 2026-01-01
     await stage._compact_due()
-    stage.saw(0, 7_258_118_400_000)  # 2200-01-01: a mistyped or forged timestamp
+    stage.compaction.saw(0, 7_258_118_400_000)  # 2200-01-01: a mistyped or forged timestamp
     before = int(time.time() * 1000)
     await stage._compact_due()
     (_, now), = stage.calls
@@ -107,7 +108,7 @@ async def test_event_time_far_ahead_of_the_clock_counts_only_up_to_the_allowed_s
 async def test_a_revoked_partition_is_not_compacted() -> None:
     stage = _Recorder()
     stage.partitions = {0: _held()}
-    stage.saw(3, 1_767_225_600_000)  # a partition this stage no longer owns
+    stage.compaction.saw(3, 1_767_225_600_000)  # a partition this stage no longer owns
     await stage._compact_due()
     assert stage.calls == []
 
@@ -133,9 +134,9 @@ async def test_a_big_partition_is_compacted_slice_by_slice_with_restored_entries
         at = t0 if i % 3 else t0 + 5 * D  # one in three changed recently
         state.apply_changelog(changelog_key(RECORD_STATE, f"hubspot/contact/{i}"), b'{"f":{},"r":[],"e":[],"t":%d,"d":false}' % at)
     runner.partitions = {0: state}
-    runner.saw(0, t0 + 5 * D)
+    runner.compaction.saw(0, t0 + 5 * D)
     await runner._compact_due()  # first batch after the assignment: scheduled, not run
-    runner.saw(0, t0 + 6 * D)
+    runner.compaction.saw(0, t0 + 6 * D)
     await runner._compact_due()
     assert runner.compacted == 80_002
     kept = state[RECORD_STATE].data
