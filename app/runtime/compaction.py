@@ -54,12 +54,14 @@ class CompactionSchedule:
         return out
 
 
-async def compact_in_slices(compact: Callable[[StateSet, int], int], state: PartitionState, now_ms: int) -> int:
+async def compact_in_slices(compact: Callable[[StateSet, int], int], state: PartitionState,
+                            now_ms: int) -> int:
     """Run a stage's `compact` over a partition slice by slice; returns the entries dropped."""
     keys = {name: list(tracked.data) for name, tracked in state.items()}
     dropped = 0
     for start in range(0, max(map(len, keys.values()), default=0), COMPACT_SLICE):
-        view = {name: StateSlice(state[name], held[start:start + COMPACT_SLICE]) for name, held in keys.items()}
+        view = {name: StateSlice(state[name], held[start:start + COMPACT_SLICE])
+                for name, held in keys.items()}
         dropped += compact(view, now_ms)  # type: ignore[arg-type]
         await asyncio.sleep(0)
     return dropped

@@ -18,6 +18,7 @@ changelog as before (logged).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import shutil
@@ -70,6 +71,7 @@ class LocalPartition:
         self.topic = topic
         self.db = db
         self.writer = writer
+        self.broken = False  # a write failed: nothing more is written until the copy is reopened
 
     def checkpoint(self) -> Checkpoint | None:
         """The copy's checkpoint; None when it is empty or belongs to another changelog topic."""
@@ -87,16 +89,32 @@ class LocalPartition:
 
     def write(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
         """Apply acknowledged changelog records in order (None deletes) and move the checkpoint,
-        in one atomic write batch."""
-        if records:
+        in one atomic write batch. A failure (disk full) empties the copy and stops its writes:
+        a copy missing some records must never look like a prefix of the changelog."""
+        if not records or self.broken:
+            return
+        try:
             self.db.write(self._batch(records, next_offset), _write_options())
+        except Exception as exc:  # noqa: BLE001 - any storage error: the copy is given up, Kafka has it all
+            log.warning("local state copy %s: write failed, dropping the copy: %s", self.path, exc)
+            self.drop()
 
     def write_later(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> Future[None]:
-        """`write`, with the write itself on the store's writer thread: RocksDB releases the GIL
-        while it writes, so a restore goes on decoding while the copy is written on the other
-        core. Writes of one store happen in the order they were asked for."""
-        batch = self._batch(records, next_offset)
-        return self.writer.submit(self.db.write, batch, _write_options())
+        """`write` on the store's writer thread, in the order asked for: a restore goes on
+        decoding (and a stage on processing) while the copy is written on the other core, with
+        RocksDB releasing the GIL while it writes. `close` waits for what is queued."""
+        return self.writer.submit(self.write, records, next_offset)
+
+    def drop(self) -> None:
+        """Give the copy up until it is reopened: emptied, no more writes (writer thread)."""
+        self.broken = True
+        try:
+            self.clear()
+        except Exception as exc:  # noqa: BLE001 - the next open starts from nothing either way
+            log.warning("local state copy %s: cannot be emptied: %s", self.path, exc)
+
+    def drop_later(self) -> Future[None]:
+        return self.writer.submit(self.drop)
 
     def _batch(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> WriteBatch:
         batch = WriteBatch(raw_mode=True)
@@ -113,12 +131,23 @@ class LocalPartition:
 
     def clear(self) -> None:
         """Forget everything (the copy no longer matches the changelog)."""
-        self.db.close()
+        try:
+            self.db.close()
+        except Exception:  # noqa: BLE001, S110 - closed already (a failed write): destroy it all the same
+            pass
         Rdict.destroy(str(self.path))
         self.db = Rdict(str(self.path), _options())
 
     def close(self) -> None:
-        self.db.close()
+        """Close once every queued write is done."""
+        self.writer.submit(self.close_now).result()
+
+    def close_now(self) -> None:
+        """Close (on the writer thread, after the writes queued before)."""
+        try:
+            self.db.close()
+        except Exception as exc:  # noqa: BLE001 - a copy that failed is dropped anyway; never fail a revocation
+            log.warning("local state copy %s: close failed: %s", self.path, exc)
 
 
 class LocalStore:
@@ -151,6 +180,7 @@ class LocalStore:
         return self.open_partitions.get(partition)
 
     def close(self, partition: int) -> None:
+        """Close a partition's copy once its queued writes are done (blocks until then)."""
         local = self.open_partitions.pop(partition, None)
         if local is not None:
             local.close()
@@ -158,6 +188,16 @@ class LocalStore:
     def close_all(self) -> None:
         for partition in list(self.open_partitions):
             self.close(partition)
+
+    async def aclose(self, partition: int) -> None:
+        """`close` without holding the event loop while queued writes finish (revocation, stop)."""
+        local = self.open_partitions.pop(partition, None)
+        if local is not None:
+            await asyncio.wrap_future(self.writer.submit(local.close_now))
+
+    async def aclose_all(self) -> None:
+        for partition in list(self.open_partitions):
+            await self.aclose(partition)
 
     def remove(self) -> None:
         """Delete every copy of this stage (closed first)."""

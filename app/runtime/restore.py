@@ -10,7 +10,6 @@ a position past the end raises instead of silently moving (a copy ahead of the c
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -95,7 +94,8 @@ class ChangelogRestorer:
                 records = batch.get(tp)
                 if records:
                     record = records[0]
-                    return record.offset == next_offset - 1 and record_digest(record.key, record.value) == digest
+                    return (record.offset == next_offset - 1
+                            and record_digest(record.key, record.value) == digest)
         except OffsetOutOfRangeError:  # the topic is shorter than the copy: created again since
             return False
         return False
@@ -113,7 +113,6 @@ class ChangelogRestorer:
                 await reader.seek_to_beginning(tp)
         ends = await reader.end_offsets(tps)
         copies = {p: self.local_store.get(p) for p in states} if self.local_store is not None else {}
-        writes: list[concurrent.futures.Future[None]] = []
         restored = 0
         # Read until every partition is at its end AND a fetch comes back empty: some brokers
         # (tansu) report the end as the last batch's first offset + 1.
@@ -126,8 +125,7 @@ class ChangelogRestorer:
                     restored += 1
                 copy = copies.get(tp.partition)
                 if copy is not None and records:
-                    writes.append(copy.write_later([(rec.key, rec.value) for rec in records],
-                                                   records[-1].offset + 1))
+                    copy.write_later([(rec.key, rec.value) for rec in records], records[-1].offset + 1)
             if batch:
                 continue
             positions = [await reader.position(tp) for tp in tps]
@@ -135,6 +133,6 @@ class ChangelogRestorer:
                 break
         for state in states.values():
             state.drain_changes()
-        if writes:  # the copies must be whole before the partition's first batch writes to them
-            await asyncio.gather(*(asyncio.wrap_future(w) for w in writes))
+        # Not awaited: the copies are written on their writer thread while the stage starts
+        # processing; the batches' own writes queue behind these, so each copy stays a prefix.
         return restored

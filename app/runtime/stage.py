@@ -70,7 +70,7 @@ class _Rebalance(ConsumerRebalanceListener):
                 self.stage.partitions.pop(tp.partition, None)
                 self.stage.compaction.forget(tp.partition)
                 if self.stage.local_store is not None:
-                    self.stage.local_store.close(tp.partition)
+                    await self.stage.local_store.aclose(tp.partition)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.stage.batch_lock:
@@ -187,7 +187,7 @@ class BatchStage(Service):
         if self.consumer is not None:
             await self.consumer.stop()
         if self.local_store is not None:
-            self.local_store.close_all()
+            await self.local_store.aclose_all()
 
     async def restore(self, partitions: list[int]) -> None:
         """Rebuild the state of newly assigned partitions (app/runtime/restore.py)."""
@@ -298,15 +298,14 @@ class BatchStage(Service):
         for partition in failed:  # its copy may now lack a record the changelog has: drop it
             copy = self.local_store.get(partition)
             if copy is not None:
-                copy.clear()
-                self.local_store.close(partition)
+                copy.drop_later()
         for partition, acked in by_partition.items():
             copy = self.local_store.get(partition)
             if copy is None or partition in failed:
                 continue
             acked.sort(key=lambda item: item[0])
             base, last = acked[-1]
-            copy.write([record for _, records in acked for record in records], base + len(last))
+            copy.write_later([record for _, records in acked for record in records], base + len(last))
 
     async def _send_records(self, records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]],
                                                       int | None]]) -> list[asyncio.Future]:

@@ -90,6 +90,7 @@ async def test_acknowledged_records_reach_the_copy_in_offset_order(tmp_path: Pat
     stage._unmirrored = [(0, [(b"rs\x1fa", b"late")], _acked(loop, 0, 12)),
                          (0, [(b"rs\x1fa", b"early"), (b"rs\x1fb", b"x")], _acked(loop, 0, 10))]
     stage._mirror_acknowledged()
+    _written(stage)
     assert dict(copy.records()) == {b"rs\x1fa": b"late", b"rs\x1fb": b"x"}
     checkpoint = copy.checkpoint()
     assert checkpoint is not None and checkpoint.next_offset == 13
@@ -108,9 +109,28 @@ async def test_a_partition_with_a_record_not_acknowledged_drops_its_copy(tmp_pat
                          (1, [(b"rs\x1fb", b"1")], _acked(loop, 1, 5)),
                          (1, [(b"rs\x1fc", b"1")], _failed(loop))]
     stage._mirror_acknowledged()
+    _written(stage)
     assert dict(kept.records()) == {b"rs\x1fa": b"1"}
-    # the copy of partition 1 could lack a record the changelog has: it is emptied and closed,
-    # so the next assignment restores that partition from the changelog
-    assert stage.local_store.get(1) is None
+    # the copy of partition 1 could lack a record the changelog has: it is emptied and written no
+    # more, so the next assignment restores that partition from the changelog
+    assert dropped.broken and dropped.checkpoint() is None and list(dropped.records()) == []
+    dropped.write([(b"rs\x1fd", b"1")], next_offset=9)
+    assert list(dropped.records()) == []
+    stage.local_store.close(1)
     reopened = stage.local_store.open(1)
-    assert reopened is not None and reopened.checkpoint() is None and list(reopened.records()) == []
+    assert reopened is not None and not reopened.broken and reopened.checkpoint() is None
+
+
+def test_a_failed_write_drops_the_copy(tmp_path: Path) -> None:
+    copy = LocalStore(tmp_path, TOPIC).open(0)
+    assert copy is not None
+    copy.write([(b"rs\x1fa", b"1")], next_offset=1)
+    copy.db.close()  # the next write fails, as on a full disk
+    copy.write([(b"rs\x1fb", b"2")], next_offset=2)
+    assert copy.broken and list(copy.records()) == [] and copy.checkpoint() is None
+
+
+def _written(stage: BatchStage) -> None:
+    """Wait for the writes queued on the copies' writer thread."""
+    assert stage.local_store is not None
+    stage.local_store.writer.submit(lambda: None).result()
