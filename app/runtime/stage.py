@@ -36,7 +36,6 @@ from app.runtime.store import Loader, PartitionState
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Emit:
     """Records a stage wants produced for one input message."""
