@@ -32,6 +32,11 @@ COMPACT_EVERY_MS = 86_400_000
 outlives its detector's retention (7 to 365 days) by at most a day."""
 
 
+def next_boundary(at_ms: int, every_ms: int) -> int:
+    """The first multiple of `every_ms` after event time `at_ms` (when a periodic task is due next)."""
+    return at_ms - at_ms % every_ms + every_ms
+
+
 @dataclass
 class ActorResult:
     """What the actor stage concluded from one input."""
@@ -242,7 +247,7 @@ class Guard:
         if at > self._observed_until:
             self._observed_until = at
             if at >= self._next_record_compact:
-                self._next_record_compact = at - at % COMPACT_EVERY_MS + COMPACT_EVERY_MS
+                self._next_record_compact = next_boundary(at, COMPACT_EVERY_MS)
                 self.compacted += self.record.record_state.compact(self.states[RECORD_STATE], at)
         return self.record.record_state.apply(self.attributor.attribute(event), self.states[RECORD_STATE])
 
@@ -263,10 +268,10 @@ class Guard:
         if at > self.watermark:
             self.watermark = at
             if at >= self._next_advance:  # once per minute of event time: windows of quiet agents
-                self._next_advance = at - at % ADVANCE_EVERY_MS + ADVANCE_EVERY_MS
+                self._next_advance = next_boundary(at, ADVANCE_EVERY_MS)
                 _merge(out, actor.advance(at, states))
             if at >= self._next_compact:  # once per day of event time: state past its retention
-                self._next_compact = at - at % COMPACT_EVERY_MS + COMPACT_EVERY_MS
+                self._next_compact = next_boundary(at, COMPACT_EVERY_MS)
                 self.compacted += (compact_detectors(self.record.detectors, states, at, self.policy)
                                    + link.compact(states, at) + actor.compact(states, at))
         return out

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 
 from app.runtime.store import PartitionState, StateSlice
-from detectors.pipeline import COMPACT_EVERY_MS, StateSet
+from detectors.pipeline import COMPACT_EVERY_MS, StateSet, next_boundary
 
 MAX_CLOCK_SKEW_MS = 3_600_000
 """How far ahead of the wall clock event time may count for compaction."""
@@ -48,7 +48,7 @@ class CompactionSchedule:
             due = self.next_at.get(partition)
             if due is not None and now < due:
                 continue
-            self.next_at[partition] = now - now % COMPACT_EVERY_MS + COMPACT_EVERY_MS
+            self.next_at[partition] = next_boundary(now, COMPACT_EVERY_MS)
             if due is not None:  # else: the first batch since the partition was assigned
                 out.append((partition, now))
         return out

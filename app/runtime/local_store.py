@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -200,11 +199,6 @@ class LocalStore:
     async def aclose_all(self) -> None:
         for partition in list(self.open_partitions):
             await self.aclose(partition)
-
-    def remove(self) -> None:
-        """Delete every copy of this stage (closed first)."""
-        self.close_all()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _options() -> Options:
