@@ -136,6 +136,24 @@ class BatchStage(Service):
     def handle(self, record: ConsumerRecord, state: PartitionState | None, emit: Emit) -> None:
         raise NotImplementedError
 
+    def handle_records(self, records: list[ConsumerRecord], state: PartitionState | None, emit: Emit) -> None:
+        """One partition's messages of a batch, in offset order: `handle` each; one that raises is
+        dead-lettered (see `failed`) and the rest go on."""
+        for record in records:
+            try:
+                self.handle(record, state, emit)
+            except Exception as exc:  # noqa: BLE001 - one error policy: dead-letter and go on
+                self.failed(record, exc, emit)
+
+    def failed(self, record: ConsumerRecord, exc: Exception, emit: Emit) -> None:
+        """The one error policy: the message goes to the dead-letter topic with the reason (a
+        PoisonMessage's own, else `processing_error` with the exception, logged with its trace)."""
+        if isinstance(exc, PoisonMessage):
+            self._deadletter(emit, record, exc.reason, str(exc))
+            return
+        log.error("%s: failed on %s[%d]@%d", self.name, record.topic, record.partition, record.offset, exc_info=exc)
+        self._deadletter(emit, record, "processing_error", f"{type(exc).__name__}: {exc}")
+
     def after_batch(self, emit: Emit) -> None:
         """Hook: produce anything derived from the whole batch (e.g. metrics gauges)."""
 
@@ -242,15 +260,7 @@ class BatchStage(Service):
             if tp.partition not in self.partitions and self.state_names():
                 # Assigned before the listener ran (cannot happen with aiokafka, kept as a guard).
                 await self.restore([tp.partition])
-            state = self.partitions.get(tp.partition)
-            for record in records:
-                try:
-                    self.handle(record, state, emit)
-                except PoisonMessage as exc:
-                    self._deadletter(emit, record, exc.reason, str(exc))
-                except Exception as exc:  # noqa: BLE001 - one error policy: dead-letter and go on
-                    log.exception("%s: failed on %s[%d]@%d", self.name, record.topic, record.partition, record.offset)
-                    self._deadletter(emit, record, "processing_error", f"{type(exc).__name__}: {exc}")
+            self.handle_records(records, self.partitions.get(tp.partition), emit)
             offsets[tp] = records[-1].offset + 1
             self.processed += len(records)
         self.after_batch(emit)

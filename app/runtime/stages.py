@@ -206,6 +206,10 @@ def _event_time(item: Observation | Finding) -> int:
     return item.event.occurred_at if isinstance(item, Observation) else item.occurred_at
 
 
+def _first(entry: tuple[int, Any, Any]) -> int:
+    return entry[0]
+
+
 class ActorStageRunner(BatchStage):
     """Caps, scope, rates, anomaly scores, and alert grouping; emits alerts, pauses, feedback."""
 
@@ -233,32 +237,58 @@ class ActorStageRunner(BatchStage):
         return self.stage.state_names()
 
     def handle(self, record: ConsumerRecord, state: PartitionState | None, emit: Emit) -> None:
+        """One by-actor message on its own (see handle_records)."""
+        self.handle_records([record], state, emit)
+
+    def handle_records(self, records: list[ConsumerRecord], state: PartitionState | None, emit: Emit) -> None:
+        """A partition's by-actor messages of one batch, their items merged in event-time order.
+
+        A message holds an actor's items from one record-stage batch, partition after partition,
+        and the next message the same actor's items from another record partition: in a backlog,
+        hours of one partition before the next one's. Merged in event-time order (stable: a
+        finding stays after the observation it came with) the windowed detectors see what the
+        replay sees instead of long runs of late changes, which also cost a late insert each.
+        A message that cannot be decoded, or whose item raises, is dead-lettered; its items after
+        the failing one are skipped, everything else goes on.
+        """
         assert state is not None
-        try:
-            items = codec.decode_actor_inputs(record.value)
-        except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
-            raise PoisonMessage("invalid_actor_input", f"not a list of observations and findings: {exc}") from exc
-        if self.checkpoints is not None and record.key is not None:
-            agent = record.key.decode(errors="replace")
-            if agent in self.stage.policy.agents:
-                self.checkpoints.seen(agent, record.partition)
-        # One message holds an actor's items from one record-stage batch, partition after
-        # partition: in a backlog, hours of one partition before the next one's. In event-time
-        # order (stable: a finding stays after the observation it came with) the windowed
-        # detectors see what the replay sees instead of long runs of late changes.
-        items.sort(key=_event_time)
-        for item in items:
-            if isinstance(item, Observation):
-                self.observations += 1
-                result = self.stage.process_observation(item, state)
-            else:
-                result = self.stage.process_finding(item, state)
-            self._publish(result, emit)
-        latest = _event_time(items[-1]) if items else 0
-        self.compaction.saw(record.partition, latest)
-        if latest > self.watermarks.get(record.partition, 0):
-            self.watermarks[record.partition] = latest
-            self.advanced.add(record.partition)
+        items: list[tuple[int, Observation | Finding, ConsumerRecord]] = []
+        for record in records:
+            try:
+                decoded = codec.decode_actor_inputs(record.value)
+            except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
+                self.failed(record, PoisonMessage(
+                    "invalid_actor_input", f"not a list of observations and findings: {exc}"), emit)
+                continue
+            items.extend((_event_time(item), item, record) for item in decoded)
+            if self.checkpoints is not None and record.key is not None:
+                agent = record.key.decode(errors="replace")
+                if agent in self.stage.policy.agents:
+                    self.checkpoints.seen(agent, record.partition)
+        items.sort(key=_first)
+        failed: set[int] = set()
+        latest = 0
+        for at, item, record in items:
+            if record.offset in failed:
+                continue
+            try:
+                if isinstance(item, Observation):
+                    self.observations += 1
+                    result = self.stage.process_observation(item, state)
+                else:
+                    result = self.stage.process_finding(item, state)
+                self._publish(result, emit)
+            except Exception as exc:  # noqa: BLE001 - one error policy: dead-letter and go on
+                failed.add(record.offset)
+                self.failed(record, exc, emit)
+                continue
+            latest = max(latest, at)
+        if latest:
+            partition = records[0].partition
+            self.compaction.saw(partition, latest)
+            if latest > self.watermarks.get(partition, 0):
+                self.watermarks[partition] = latest
+                self.advanced.add(partition)
 
     def _publish(self, result: ActorResult, emit: Emit) -> None:
         now = time.time()

@@ -73,3 +73,56 @@ def test_a_batch_that_moves_event_time_on_closes_quiet_agents_windows() -> None:
     assert detector.learned("enricher") == 1  # closed without another change of its own
     assert state["activity_anomaly"].data["enricher"]["o"] == []
     assert changelog_key("activity_anomaly", "enricher") in {k for k, _ in state.drain_changes()}
+
+
+def records_of(groups: list[list[Observation]]) -> list[Any]:
+    out = []
+    for offset, group in enumerate(groups):
+        value = orjson.dumps([codec.actor_input(obs=o) for o in group])
+        out.append(ConsumerRecord("by_actor", 0, offset, 0, 0, b"enricher", value, None, 8, len(value), []))
+    return out
+
+
+def test_a_batch_merges_its_messages_in_event_time_order() -> None:
+    """Two messages of one batch (two record partitions' halves of an hour) give the state that
+    the hour in order gives, as one message would."""
+    changes = [Observation(event=event(f"r{i}", {"jobtitle": f"t{i}"}, at=i * M)) for i in range(60)]
+    runner = actor_runner()
+    runner.handle_records(records_of([changes[1::2], changes[0::2]]), runner.partitions[0], Emit())
+    assert runner.observations == 60
+    assert {name: t.data for name, t in runner.partitions[0].items()} == state_after(changes)
+
+
+def test_a_bad_message_in_a_batch_is_dead_lettered_and_the_others_are_handled() -> None:
+    runner = actor_runner()
+    good = [Observation(event=event(f"r{i}", {"jobtitle": f"t{i}"}, at=i * M)) for i in range(4)]
+    records = records_of([good[:2], good[2:]])
+    poison = ConsumerRecord("by_actor", 0, 7, 0, 0, b"enricher", b"{not json", None, 8, 9, [])
+    emit = Emit()
+    runner.handle_records([records[0], poison, records[1]], runner.partitions[0], emit)
+    assert runner.observations == 4
+    dead = [r for r in emit.records if r[0] == "dl"]
+    assert len(dead) == 1 and dead[0][2] == b"{not json"
+    assert dict(dead[0][3])["reason"] == b"invalid_actor_input" and dict(dead[0][3])["origin_offset"] == b"7"
+
+
+def test_an_item_that_raises_dead_letters_its_message_and_skips_the_rest_of_it() -> None:
+    runner = actor_runner()
+    first = [Observation(event=event(f"a{i}", {"jobtitle": "x"}, at=i * M)) for i in range(3)]
+    second = [Observation(event=event(f"b{i}", {"jobtitle": "y"}, at=i * M + 1)) for i in range(3)]
+    seen: list[str] = []
+    process = runner.stage.process_observation
+
+    def failing(obs: Observation, state: Any) -> Any:
+        if obs.event.record_id == "b1":
+            raise RuntimeError("detector bug")
+        seen.append(obs.event.record_id)
+        return process(obs, state)
+
+    runner.stage.process_observation = failing  # type: ignore[method-assign]
+    emit = Emit()
+    runner.handle_records(records_of([first, second]), runner.partitions[0], emit)
+    assert seen == ["a0", "b0", "a1", "a2"]  # merged by event time; b2 skipped after b1 raised
+    dead = [r for r in emit.records if r[0] == "dl"]
+    assert len(dead) == 1 and dict(dead[0][3])["reason"] == b"processing_error"
+    assert dict(dead[0][3])["origin_offset"] == b"1"
