@@ -5,16 +5,21 @@ written by hand (`event_to_wire`: the dict `model_dump(mode="json")` gives, at a
 cost) and read by pydantic, which validates every key and type (a message that is not ours goes
 to the dead-letter topic). A hand-written reader was tried and measured slower than
 `model_validate` (7.2 against 4.2 us for a one-change HubSpot event; pydantic-core validates in Rust).
+A whole by-actor or by-link message is read by one `TypeAdapter.validate_json` call: parsing and
+validating in one pass in Rust costs 8.3 us per observation against 14.9 us for `orjson.loads`
+followed by `model_validate` per item (80 two-change observations with priors per message).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Optional
 
 import orjson
+from pydantic import TypeAdapter
+from typing_extensions import Required, TypedDict  # pydantic reads only these TypedDicts on 3.11
 
 from detectors.base import Finding, Observation, Prior
-from detectors.events import ActorKind, ChangeEvent, ObjectType, RelatedRecord
+from detectors.events import ActorKind, ChangeEvent, ObjectType, RelatedRecord, trusted_related
 
 
 def dumps(data: Any) -> bytes:
@@ -42,16 +47,6 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
         "r": [[r.object_type._value_, r.record_id] for r in obs.related],
         "k": obs.record_known,
     }
-
-
-def observation_from_dict(data: dict[str, Any]) -> Observation:
-    priors = {
-        f: None if p is None else Prior(p[0], p[1], ActorKind(p[2]), p[3], p[4]) for f, p in data["p"].items()
-    }
-    related = tuple(RelatedRecord(object_type=ObjectType(t), record_id=r) for t, r in data["r"])
-    return Observation(
-        event=ChangeEvent.model_validate(data["e"]), priors=priors, related=related, record_known=bool(data["k"])
-    )
 
 
 def event_to_wire(event: ChangeEvent) -> dict[str, Any]:
@@ -99,18 +94,43 @@ def actor_input(obs: Observation | None = None, finding: Finding | None = None) 
     return {"t": "finding", "f": finding.to_dict()}
 
 
+class _WireObservation(TypedDict):
+    """observation_to_dict's shape: event, priors as [value, actor id, kind, at, event id], related."""
+
+    e: ChangeEvent
+    p: dict[str, Optional[tuple[Any, str, ActorKind, int, str]]]  # noqa: UP007 - pydantic reads it
+    r: list[tuple[ObjectType, str]]
+    k: bool
+
+
+class _WireActorItem(TypedDict, total=False):
+    t: Required[Literal["obs", "finding"]]
+    o: _WireObservation
+    f: dict[str, Any]
+
+
+class _WireLinkProbe(TypedDict):
+    d: str
+    o: _WireObservation
+
+
+_ACTOR_ITEMS = TypeAdapter(list[_WireActorItem])
+_LINK_PROBES = TypeAdapter(list[_WireLinkProbe])
+
+
+def _observation(wire: _WireObservation) -> Observation:
+    priors = {f: None if p is None else Prior(*p) for f, p in wire["p"].items()}
+    related = tuple(trusted_related(t, r) for t, r in wire["r"])
+    return Observation(event=wire["e"], priors=priors, related=related, record_known=wire["k"])
+
+
 def decode_actor_inputs(raw: bytes) -> list[Observation | Finding]:
-    """The items of one by-actor message, in order."""
-    items = orjson.loads(raw)
-    if not isinstance(items, list):
-        raise ValueError("a by-actor message is a JSON array")
-    out: list[Observation | Finding] = []
-    for data in items:
-        if data["t"] == "obs":
-            out.append(observation_from_dict(data["o"]))
-        else:
-            out.append(Finding.from_dict(data["f"]))
-    return out
+    """The items of one by-actor message, in order. ValueError (pydantic's ValidationError among
+    them) or KeyError when the message is not a JSON array of ours."""
+    return [
+        _observation(item["o"]) if item["t"] == "obs" else Finding.from_dict(item["f"])
+        for item in _ACTOR_ITEMS.validate_json(raw)
+    ]
 
 
 def link_probe(detector: str, obs: Observation) -> dict[str, Any]:
@@ -119,8 +139,5 @@ def link_probe(detector: str, obs: Observation) -> dict[str, Any]:
 
 
 def decode_link_probes(raw: bytes) -> list[tuple[str, Observation]]:
-    """The items of one by-link message, in order."""
-    items = orjson.loads(raw)
-    if not isinstance(items, list):
-        raise ValueError("a by-link message is a JSON array")
-    return [(data["d"], observation_from_dict(data["o"])) for data in items]
+    """The items of one by-link message, in order (errors as decode_actor_inputs)."""
+    return [(probe["d"], _observation(probe["o"])) for probe in _LINK_PROBES.validate_json(raw)]

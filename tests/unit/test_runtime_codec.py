@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from app.adapters import decode_line, normalize_with_errors
 from app.runtime import codec
-from detectors.base import Observation, Prior
+from detectors.base import Finding, Observation, Prior, Severity
 from detectors.events import ActorKind, ChangeEvent, ObjectType, RelatedRecord
 
 DEMO = Path(__file__).resolve().parents[2] / "app" / "demo"
@@ -46,8 +46,13 @@ def test_observation_round_trip() -> None:
         related=(RelatedRecord(object_type=ObjectType.COMPANY, record_id="9"),),
         record_known=True,
     )
-    back = codec.observation_from_dict(orjson.loads(orjson.dumps(codec.observation_to_dict(obs))))
-    assert back == obs
+    finding = Finding(detector="override", severity=Severity.INFO, actor_key="agent:a", actor_kind=ActorKind.AGENT,
+                      agent="a", event_id=event.event_id, occurred_at=event.occurred_at, record_key=event.record_key,
+                      object_type="contact", summary="s", group="g", details={"n": 1})
+    message = orjson.dumps([codec.actor_input(obs=obs), codec.actor_input(finding=finding)])
+    assert codec.decode_actor_inputs(message) == [obs, finding]
+    probes = orjson.dumps([codec.link_probe("duplicate_spike", obs)])
+    assert codec.decode_link_probes(probes) == [("duplicate_spike", obs)]
 
 
 def actor_message(mutate: Any) -> bytes:
