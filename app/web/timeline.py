@@ -506,6 +506,26 @@ def _alerts_html(alerts: list[dict[str, Any]]) -> str:
             f'<tbody>{"".join(rows)}</tbody></table></section>')
 
 
+def _pause_html(agent: str, decision: Any, alerts: list[dict[str, Any]]) -> str:
+    """Why the agent is paused and how it goes on: an on-call person opening the page from a
+    page(r) needs both, also once the alert that paused it has been resolved."""
+    reason = getattr(decision, "reason", "") or next(
+        (a.get("summary", "") for a in alerts if a.get("action") == "paused"), "")
+    detector = getattr(decision, "detector", "") or next(
+        (a.get("kind", "") for a in alerts if a.get("action") == "paused"), "")
+    since = getattr(decision, "occurred_at", None)
+    by = f" by {_e(detector)}" if detector else ""
+    when = f" since {_e(iso(since))}" if since else ""
+    resolved = ""
+    if decision is not None and getattr(decision, "dedup_key", "") and not any(
+            a.get("dedup_key") == decision.dedup_key for a in alerts):
+        resolved = " The alert that paused it is no longer open; the pause stays until it is resumed."
+    return (f'<section class="pause"><h2>Paused</h2><p>Paused{by}{when}: {_e(reason) or "no reason recorded"}.'
+            f'{resolved}</p><p class="how">The agent reads this from <code>guard.pause</code> and stops writing. '
+            f'To let it go on: <code>crm-guard agents resume {_e(agent)} --reason "..."</code> or '
+            f'<code>POST /api/agents/{_e(agent)}/resume</code>.</p></section>')
+
+
 async def page_agent(request: web.Request) -> web.Response:
     store = _store(request)
     agent = request.match_info["agent"]
@@ -521,8 +541,10 @@ async def page_agent(request: web.Request) -> web.Response:
     alerts = _alerts_for(request.app, agent)
     paused = any(a.get("action") == "paused" for a in alerts)
     board = request.app.get(BOARD)
-    if board is not None and isinstance(getattr(board, "paused", None), Mapping) and board.paused.get(agent):
-        paused = True
+    decision = None
+    if board is not None and isinstance(getattr(board, "paused", None), Mapping):
+        decision = board.paused.get(agent)
+        paused = paused or bool(decision)
     status = '<span class="badge paused">paused</span>' if paused else '<span class="badge active">active</span>'
     stats = (f'{summary["records"]} records · {summary["changes"]} changes held · last change '
              f'{_e(iso(summary["last_at"]))}' if summary else "no changes on the timeline")
@@ -539,7 +561,8 @@ async def page_agent(request: web.Request) -> web.Response:
         '<div id="plan-result" aria-live="polite"></div></section>'
     )
     body = (f'<section class="head"><h1 class="agent-name">{_e(agent)} {status}</h1><p class="meta">{stats}</p>'
-            f'</section>{_alerts_html(alerts)}{_trust_html(_trust_for(request.app, agent))}{plan}'
+            f'</section>{_pause_html(agent, decision, alerts) if paused else ""}'
+            f'{_alerts_html(alerts)}{_trust_html(_trust_for(request.app, agent))}{plan}'
             f'<section class="recent"><h2>Recent changes on its records</h2>'
             f'{_filters(request, fields, only_box)}{_legend()}</section>'
             f'{_lanes(page, with_record=True)}{_pager(request, page)}')

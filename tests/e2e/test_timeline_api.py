@@ -155,3 +155,27 @@ async def test_trust_from_the_review_services_snapshot_shape() -> None:
         assert "0.46" in text and "approved=3" in text and "level=propose" in text
         other = await c.get("/agents/nobody")
         assert other.status == 200 and 'class="trust"' not in await other.text()
+
+
+async def test_agent_page_says_why_it_is_paused_after_its_alert_resolved() -> None:
+    """The pause outlives its alert: the page still names the detector, the reason and the time,
+    and how an operator lets the agent go on."""
+    from app.runtime.worker import AlertBoard
+    from app.web.keys import ALERTS, BOARD
+    from detectors.alerts import PauseDecision
+
+    board = AlertBoard()
+    board.paused["enricher"] = PauseDecision(
+        agent="enricher", reason="agent enricher overwrote set values of utm_source on 3 records within 1h",
+        detector="mass_overwrite", alert_id="a1", dedup_key="mass_overwrite:abc", event_id="e1", occurred_at=T0)
+    app = timeline_app()
+    del app[ALERTS]
+    app[BOARD] = board
+    async with TestClient(TestServer(app)) as c:
+        text = await (await c.get("/agents/enricher")).text()
+        calm = await (await c.get("/agents/nobody")).text()
+    assert 'class="badge paused"' in text and '<section class="pause">' in text
+    assert "Paused by mass_overwrite since 2026-01-01 00:00:00Z" in text
+    assert "utm_source on 3 records within 1h" in text and "no longer open" in text
+    assert "crm-guard agents resume enricher" in text and "/api/agents/enricher/resume" in text
+    assert '<section class="pause">' not in calm and 'class="badge active"' in calm
