@@ -7,20 +7,33 @@ POST /webhooks/salesforce  `X-CRM-Guard-Token: <token>` from the CDC bridge (or 
 
 The answer comes after the broker acknowledged the produce: 200 means the payload is durable.
 401 for a missing or bad credential, 400 for a body that is not JSON, 413 for an oversized body,
-503 when the receiver for that vendor is not configured (never accept unauthenticated writes).
+503 when the receiver for that vendor is not configured (never accept unauthenticated writes),
+and 503 `broker_unavailable` when the broker did not acknowledge within ACK_TIMEOUT_S: the vendor
+retries later (HubSpot and Pipedrive retry 5xx answers), and if the first produce landed after
+all, the redelivery is the same event id, which the record stage skips.
 The payload is stored as received; parsing into canonical events happens in the ingest stage,
 so a payload our adapters reject still lands in the dead-letter topic with its reason.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from app.adapters.signatures import SignatureError, verify_basic_auth, verify_hubspot_v3, verify_shared_token
 from app.web.keys import RUNTIME, SETTINGS
+
+log = logging.getLogger(__name__)
+
+ACK_TIMEOUT_S = 4.0
+"""How long a delivery waits for the broker's acknowledgement. HubSpot gives a webhook call 5 s
+before it counts it failed; a broker that is down must not hold vendors' connections for the
+producer's own 40 s request timeout."""
 
 
 def _error(status: int, reason: str, message: str) -> web.Response:
@@ -46,7 +59,14 @@ async def _produce(request: web.Request, vendor: str, body: bytes) -> web.Respon
     if runtime is None or runtime.producer is None:
         return _error(503, "starting", "the guard is starting; retry")
     topic = request.app[SETTINGS].topics.raw(vendor)
-    await runtime.producer.send_and_wait(topic, value=body, headers=[("received_at", str(int(time.time() * 1000)).encode())])
+    headers = [("received_at", str(int(time.time() * 1000)).encode())]
+    try:
+        async with asyncio.timeout(ACK_TIMEOUT_S):
+            await runtime.producer.send_and_wait(topic, value=body, headers=headers)
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("%s delivery not acknowledged by the broker: %r", vendor, exc)
+        return _error(503, "broker_unavailable", f"the broker did not acknowledge the delivery ({type(exc).__name__}); "
+                      "retry later")
     return web.json_response({"status": "accepted"})
 
 

@@ -153,3 +153,40 @@ async def test_a_vendor_without_credentials_is_refused_not_accepted(kafka_bootst
                 assert (status, answer["error"]) == (503, "not_configured")
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.timeout(60)  # without the receiver's limit the request hangs: this fails it
+async def test_a_delivery_the_broker_does_not_acknowledge_gets_503_in_bounded_time(
+    kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guard's producer is gone (a real aiokafka producer, stopped: its sends never complete):
+    the vendor gets 503 broker_unavailable within the receiver's limit, not a hung connection
+    or a 500, and retries later."""
+    from aiokafka import AIOKafkaProducer
+
+    monkeypatch.setattr(receiver, "ACK_TIMEOUT_S", 1.0)
+    settings = fresh_settings(kafka_bootstrap, unique, salesforce_token=SF_TOKEN)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    await producer.stop()
+
+    class Runtime:  # what the receiver reads of the guard's runtime: its producer
+        pass
+
+    runtime = Runtime()
+    runtime.producer = producer  # type: ignore[attr-defined]
+    app = web.Application()
+    app[SETTINGS], app[RUNTIME] = settings, runtime
+    receiver.add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = (FIXTURES / "salesforce_cometd_account_update.json").read_bytes()
+            status, answer = await post(session, f"http://127.0.0.1:{port}/webhooks/salesforce", body,
+                                        {"X-CRM-Guard-Token": SF_TOKEN})
+            assert (status, answer["error"]) == (503, "broker_unavailable")
+    finally:
+        await runner.cleanup()
