@@ -49,7 +49,7 @@ async def agents(request: web.Request) -> web.Response:
 
 async def resume(request: web.Request) -> web.Response:
     """POST /api/agents/{agent}/resume {"reason": "...", "by": "..."}: a signed resume on guard.pause."""
-    from app.cli_agents import resume_agent
+    from app.cli_agents import UserError, resume_agent
 
     agent = request.match_info["agent"]
     if agent not in request.app[POLICY].agents:
@@ -63,8 +63,11 @@ async def resume(request: web.Request) -> web.Response:
     if not isinstance(reason, str) or not reason.strip() or not isinstance(by, str) or not by.strip():
         return web.json_response({"error": "missing_field", "message": "reason and by are required"}, status=400)
     runtime = request.app[RUNTIME]
-    payload, _ = await resume_agent(request.app[SETTINGS], agent, reason.strip(), by.strip(), env=os.environ,
-                                    idempotent=bool(runtime and runtime.idempotent))
+    try:
+        payload, _ = await resume_agent(request.app[SETTINGS], agent, reason.strip(), by.strip(), env=os.environ,
+                                        idempotent=bool(runtime and runtime.idempotent))
+    except UserError as exc:  # the guard cannot sign a resume (no pause key configured): the server's setup
+        return web.json_response({"error": "cannot_resume", "message": str(exc)}, status=503)
     return web.json_response({"agent": agent, "state": payload.state, "seq": payload.seq})
 
 

@@ -14,9 +14,10 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from mode import Service
 
-from app.web.auth import operator_auth
+from app.web.auth import Handler, operator_auth
 from app.web.keys import BY_NAME
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,24 @@ log = logging.getLogger(__name__)
 ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver", "app.web.review", "app.web.timeline"]
 
 
+@web.middleware
+async def broker_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """503 `broker_unavailable` (JSON, with the reason) when a handler's produce failed: a
+    decision, a resume or a proposal that did not reach Kafka was not taken, and the caller may
+    retry it; a bare 500 would say neither."""
+    try:
+        return await handler(request)
+    except KafkaError as exc:
+        log.warning("%s %s: the broker refused or did not answer: %r", request.method, request.path, exc)
+        return web.json_response({"error": "broker_unavailable",
+                                  "message": f"Kafka did not take the write ({type(exc).__name__}); retry later"},
+                                 status=503)
+
+
 def build_web_app(shared: dict[str, Any]) -> web.Application:
     """The application with every route module's routes and the shared objects attached."""
     application = web.Application(client_max_size=int(shared["settings"].max_payload_bytes) + 1024,
-                                  middlewares=[operator_auth])
+                                  middlewares=[operator_auth, broker_errors])
     for name, value in shared.items():
         application[BY_NAME[name]] = value
     for name in ROUTE_MODULES:

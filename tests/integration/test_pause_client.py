@@ -394,3 +394,72 @@ async def test_the_guard_side_follower_sees_every_agents_latest_verified_state(
             assert follower.paused_agents() == ["other-bot"]
         finally:
             await follower.stop()
+
+
+async def test_resume_over_http_reaches_the_agent_and_refusals_say_why(
+    kafka_bootstrap: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POST /api/agents/{agent}/resume on the guard's own web app: the agent goes on; an unknown
+    agent is 404; a guard without the pause key answers 503 cannot_resume; a broker that is not
+    there answers 503 broker_unavailable (not a bare 500)."""
+    import socket
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from app.config import Settings, load_settings
+    from app.pause.keys import load_private_key
+    from app.runtime.worker import AlertBoard
+    from app.web.server import build_web_app
+    from detectors.policy import AgentPolicy, Policy
+
+    priv, pub = write_key_pair(tmp_path / "keys", "ops-1")
+    for name, value in {"BOOTSTRAP_SERVERS": kafka_bootstrap, "PAUSE_PRIVATE_KEY_FILE": str(priv),
+                        "PAUSE_KEY_ID": "ops-1", "TOPIC_PAUSE": f"guard.pause.{unique}",
+                        "TOPIC_FEEDBACK": f"guard.feedback.{unique}", "STATE_DIR": str(tmp_path / "state")}.items():
+        monkeypatch.setenv(f"CRM_GUARD_{name}", value)
+    monkeypatch.delenv("CRM_GUARD_CONFIG", raising=False)
+
+    async def client_for(settings: Settings) -> TestClient:
+        app = build_web_app({"settings": settings, "policy": Policy(agents={AGENT: AgentPolicy()}),
+                             "runtime": None, "board": AlertBoard()})
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        return client
+
+    body = {"reason": "overwrites reverted", "by": "dana"}
+    async with Rig(kafka_bootstrap, unique) as rig:
+        rig.signer = PauseSigner(load_private_key(priv), "ops-1")
+        rig.publisher = PausePublisher(rig.producer, rig.topic, rig.signer)
+        rig.keys = {"ops-1": pub.read_text()}
+        await rig.publisher.pause(AGENT, "mass overwrite of utm_source", alert_id="a1")
+        guard = await rig.guard()
+        assert guard.is_paused()
+        client = await client_for(load_settings())
+        try:
+            answer = await client.post(f"/api/agents/{AGENT}/resume", json=body)
+            assert answer.status == 200 and (await answer.json())["state"] == "active"
+            await until(lambda: not guard.is_paused(), 3)
+            unknown = await client.post("/api/agents/no-such-bot/resume", json=body)
+            assert unknown.status == 404 and (await unknown.json())["error"] == "unknown_agent"
+        finally:
+            await client.close()
+
+        monkeypatch.delenv("CRM_GUARD_PAUSE_PRIVATE_KEY_FILE")
+        client = await client_for(load_settings())
+        try:
+            keyless = await client.post(f"/api/agents/{AGENT}/resume", json=body)
+            assert keyless.status == 503 and (await keyless.json())["error"] == "cannot_resume"
+        finally:
+            await client.close()
+
+    monkeypatch.setenv("CRM_GUARD_PAUSE_PRIVATE_KEY_FILE", str(priv))
+    with socket.socket() as sock:  # a port nothing listens on: the broker is gone
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("CRM_GUARD_BOOTSTRAP_SERVERS", dead)
+    client = await client_for(load_settings())
+    try:
+        gone = await client.post(f"/api/agents/{AGENT}/resume", json=body)
+        assert gone.status == 503 and (await gone.json())["error"] == "broker_unavailable"
+    finally:
+        await client.close()
