@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,15 +22,23 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+MAX_ALERTS = 2000
+"""Most alerts one GET /api/alerts returns (the board keeps the latest 2,000)."""
+
+
 async def alerts(request: web.Request) -> web.Response:
+    """GET /api/alerts?status=open&agent=…&limit=200: the latest version of recent alerts, newest first."""
     board = request.app[BOARD]
     status = request.query.get("status")
     agent = request.query.get("agent")
+    raw_limit = request.query.get("limit", "200")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_ALERTS:
+        return web.json_response({"error": "bad_limit", "message": f"limit must be 1 to {MAX_ALERTS}"}, status=400)
     items = [
         a.model_dump(mode="json") for a in reversed(board.alerts.values())
         if (status is None or a.status == status) and (agent is None or a.agent == agent)
     ]
-    return web.json_response({"alerts": items[: int(request.query.get("limit", "200"))]})
+    return web.json_response({"alerts": items[: int(raw_limit)]})
 
 
 async def agents(request: web.Request) -> web.Response:
@@ -55,8 +64,8 @@ async def resume(request: web.Request) -> web.Response:
     if agent not in request.app[POLICY].agents:
         return web.json_response({"error": "unknown_agent", "message": f"no agent named {agent!r}"}, status=404)
     try:
-        body = await request.json()
-    except ValueError:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:  # nesting too deep included (json.loads would raise RecursionError)
         return web.json_response({"error": "not_json", "message": "the body must be JSON"}, status=400)
     reason = body.get("reason") if isinstance(body, dict) else None
     by = body.get("by") if isinstance(body, dict) else None
