@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -33,8 +34,18 @@ def _replay(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.files]
     for path in paths:
         if not path.is_file():
-            print(f"crm-guard replay: no such file: {path}", file=sys.stderr)
+            problem = "a directory, not a file" if path.is_dir() else "no such file"
+            print(f"crm-guard replay: {path}: {problem}", file=sys.stderr)
             return 2
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"crm-guard replay: --out {out}: cannot create it ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    if not os.access(out, os.W_OK):
+        print(f"crm-guard replay: --out {out}: not writable", file=sys.stderr)
+        return 2
     summary = run_replay(
         paths, Path(args.out), policy, source=args.source, max_bytes=args.max_bytes,
         max_disorder_ms=int(args.max_disorder * 1000), show_progress=sys.stderr.isatty() and not args.quiet,

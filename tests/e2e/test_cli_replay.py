@@ -1,0 +1,99 @@
+"""`crm-guard replay` as a user runs it: the demonstration incident replayed from its three vendors'
+files catches every injected fault (app/demo/truth.json, scored as bench/detection_quality.py
+scores it) and pauses no human; bad input gets a message and a non-zero exit, bad lines a
+dead letter with the reason and where they came from, and the good lines around them still count."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench.detection_quality import score_fault
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "app" / "demo"
+VENDORS = ("hubspot", "salesforce", "pipedrive")
+
+
+def replay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "replay", *args], cwd=str(ROOT), capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def demo_replay(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("demo-replay") / "out"
+    done = replay(*(str(DEMO / f"{v}.jsonl") for v in VENDORS), "--policy", str(DEMO / "policy.yaml"),
+                  "--out", str(out), "-q")
+    return done, out
+
+
+def test_the_demo_incident_replay_catches_every_fault_and_pauses_no_human(
+    demo_replay: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, out = demo_replay
+    assert done.returncode == 0, done.stderr[-3000:]
+    truth = json.loads((DEMO / "truth.json").read_text())
+    alerts = jsonl(out / "alerts.jsonl")
+    scores = [score_fault(fault, alerts) for fault in truth["faults"]]
+    missed = [s["id"] for s in scores if not s["detected"]]
+    assert not missed, missed
+    assert {s["class"] for s in scores} == set(truth["fault_classes"])  # all seven classes, in every vendor
+    assert {s["vendor"] for s in scores} == set(VENDORS)
+    paused = {p["agent"] for p in jsonl(out / "pauses.jsonl")}
+    assert paused and not paused & set(truth["humans"]) and paused <= set(truth["agents"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["deadletters"] == 0 and summary["lines"] == sum(truth["stats"]["lines"].values())
+    assert summary["events"] + summary["duplicates_skipped"] >= truth["stats"]["events_total"]
+    assert sorted(summary["paused_agents"]) == sorted(paused)
+    timeline = jsonl(out / "timeline.jsonl")
+    assert {row["actor_kind"] for row in timeline} >= {"human", "agent", "automation", "import"}
+    assert jsonl(out / "overrides.jsonl"), "the owners' reverts of wrong stage moves are override signals"
+
+
+def test_the_printed_summary_names_what_was_found(tmp_path: Path) -> None:
+    done = replay(str(DEMO / "hubspot.jsonl"), "--policy", str(DEMO / "policy.yaml"), "--out", str(tmp_path / "o"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "alerts:" in done.stdout and "paused agents:" in done.stdout and "enrich-agent" in done.stdout
+
+
+def test_bad_lines_are_dead_lettered_with_their_origin_and_the_rest_is_replayed(tmp_path: Path) -> None:
+    good = (DEMO / "hubspot.jsonl").read_bytes().splitlines()[:40]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(b"\n".join([good[0], b"not json", *good[1:20], b'{"subscriptionType": 5}', b"[1, 2]",
+                                  *good[20:]]) + b"\n")
+    done = replay(str(mixed), "--policy", str(DEMO / "policy.yaml"), "--out", str(tmp_path / "out"), "-q")
+    assert done.returncode == 3, done.stderr[-2000:]  # finished, with dead letters
+    dead = jsonl(tmp_path / "out" / "deadletter.jsonl")
+    assert [(d["line"], d["reason"]) for d in dead][:2] == [(2, "not_json"), (22, "unknown_shape")]
+    assert all(d["file"] == str(mixed) and d["message"] for d in dead)
+    assert [d["message"] for d in dead if d["line"] == 23] == [
+        "element 0: payload matches no known vendor format", "element 1: payload matches no known vendor format"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["lines"] == 43 and summary["events"] > 40 and summary["deadletters"] == len(dead)
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "out_not_creatable", "bad_policy", "bad_source"])
+def test_bad_arguments_get_a_message_and_exit_2(tmp_path: Path, case: str) -> None:
+    hubspot = str(DEMO / "hubspot.jsonl")
+    args = {
+        "missing": [str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")],
+        "directory": [str(tmp_path), "--out", str(tmp_path / "o")],
+        "out_not_creatable": [hubspot, "--out", "/proc/crm-guard-cannot-be-here"],
+        "bad_policy": [hubspot, "--out", str(tmp_path / "o"), "--policy", str(DEMO / "truth.json")],
+        "bad_source": [hubspot, "--out", str(tmp_path / "o"), "--source", "martian"],
+    }[case]
+    done = replay(*args)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and done.stderr.strip()
