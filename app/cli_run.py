@@ -4,6 +4,7 @@ embedded broker, with the bundled incident streamed in accelerated time)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -22,6 +23,9 @@ from app.policy_lint import lint_policy
 log = logging.getLogger("crm_guard")
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
+
+BROKER_CHECK_TIMEOUT_S = 20.0
+"""How long `run` waits for the configured Kafka to answer before it gives up with a message."""
 
 EMBEDDED_FETCH_WAIT_MS = 25
 """The stages' fetch wait on the embedded broker: each hop through tansu costs about this much."""
@@ -49,7 +53,9 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
               "proposals and resume paused agents; set CRM_GUARD_API_TOKEN", file=sys.stderr, flush=True)
     _check_port_free(settings)
     broker = None
-    if not settings.bootstrap_servers:
+    if settings.bootstrap_servers:
+        _check_broker(settings)
+    else:
         try:
             Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
             broker = start_embedded(log_path=str(Path(settings.state_dir) / "tansu.log"))
@@ -79,11 +85,46 @@ def _check_port_free(settings: Settings) -> None:
                                 f"is another crm-guard running? Use --port or CRM_GUARD_WEB_PORT") from exc
 
 
+def _check_broker(settings: Settings) -> None:
+    """Fail fast, with a message, when the configured Kafka cannot be reached (wrong address,
+    down, TLS or SASL refused): otherwise the worker dies in its start with a traceback."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from app.runtime.kafka_client import client_kwargs
+
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **client_kwargs(settings))
+        try:
+            await admin.start()
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(probe(), BROKER_CHECK_TIMEOUT_S))
+    except Exception as exc:  # noqa: BLE001 - whatever the client raised, the user needs the address and the cause
+        text = str(exc)
+        cause = ("no answer" if isinstance(exc, TimeoutError)
+                 else text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}")
+        raise BrokerUnreachable(
+            f"cannot reach Kafka at {settings.bootstrap_servers} ({cause}). Check CRM_GUARD_BOOTSTRAP_SERVERS and "
+            f"the security settings (security_protocol, sasl_*, ssl_*); unset it to run on the embedded broker"
+        ) from exc
+
+
+class BrokerUnreachable(Exception):
+    """The configured Kafka did not answer: `run` says so and exits 1."""
+
+
 def _run_worker(args: argparse.Namespace, demo: bool) -> int:
     from app.runtime.assembly import build_worker
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings, policy, broker = _prepare(args, demo)
+    try:
+        settings, policy, broker = _prepare(args, demo)
+    except BrokerUnreachable as exc:
+        print(f"crm-guard {args.command}: {exc}", file=sys.stderr, flush=True)
+        return 1
     try:
         feed = None
         if demo:

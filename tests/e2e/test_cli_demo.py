@@ -109,3 +109,19 @@ def test_a_killed_worker_takes_its_embedded_broker_with_it(tmp_path: Path) -> No
         time.sleep(0.2)
     gone = not Path(f"/proc/{broker}").exists() or "zombie" in Path(f"/proc/{broker}/status").read_text()
     assert gone, "tansu outlived the worker that started it"
+
+
+def test_run_against_a_kafka_that_is_not_there_says_so_and_exits_1(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    env = guard_env(tmp_path) | {"CRM_GUARD_BOOTSTRAP_SERVERS": address}
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "run", "--port", "0"], env=env, cwd=str(ROOT), capture_output=True,
+        text=True, timeout=120,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"crm-guard run: cannot reach Kafka at {address}" in done.stderr
+    assert "CRM_GUARD_BOOTSTRAP_SERVERS" in done.stderr and "Traceback" not in done.stderr
