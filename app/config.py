@@ -134,8 +134,12 @@ def load_settings(env: Mapping[str, str] | None = None, file: str | None = None)
     if path:
         try:
             loaded = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise SettingsError(f"cannot read config file {path}: {exc}") from exc
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:  # one line, like the policy file's: where, and what is wrong
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SettingsError(f"config file {path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise SettingsError(f"config file {path}: expected a mapping at the top level")
         data.update(loaded or {})

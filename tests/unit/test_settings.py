@@ -33,3 +33,15 @@ def test_a_worker_without_the_actor_stage_runs_no_page_or_review_services() -> N
     record_only = full.with_overrides(stages=["record"])
     runtime, shared = build_runtime(record_only, Policy(), idempotent=False)
     assert shared["review"] is None and shared["timeline"] is None and runtime.extra_services == []
+
+
+def test_a_config_file_that_is_missing_or_not_yaml_is_one_line_naming_it(tmp_path) -> None:
+    broken = tmp_path / "crm-guard.yaml"
+    broken.write_text("bootstrap_servers: [kafka:9092\n")
+    with pytest.raises(SettingsError) as bad:
+        load_settings(env={}, file=str(broken))
+    assert str(bad.value).startswith(f"config file {broken}: not valid YAML at line 2, column 1:")
+    assert "\n" not in str(bad.value)
+    with pytest.raises(SettingsError) as missing:
+        load_settings(env={"CRM_GUARD_CONFIG": str(tmp_path / "nope.yaml")})
+    assert str(missing.value) == f"cannot read config file {tmp_path / 'nope.yaml'}: No such file or directory"
