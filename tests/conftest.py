@@ -36,6 +36,19 @@ def kafka_kind() -> str:
 
 
 @pytest.fixture
+def kafka_sasl_bootstrap(kafka_bootstrap: str, kafka_kind: str) -> str:
+    """The same Apache Kafka's SASL listener (deploy/kafka/kafka.sh: PORT+2, PLAIN and SCRAM-SHA-512,
+    user crm-guard / crm-guard-secret), or CRM_GUARD_TEST_SASL_BOOTSTRAP. tansu has no SASL."""
+    given = os.environ.get("CRM_GUARD_TEST_SASL_BOOTSTRAP")
+    if given:
+        return given
+    if kafka_kind != "apache":
+        pytest.skip("SASL needs Apache Kafka (make test starts it); tansu has no SASL")
+    host, _, port = kafka_bootstrap.split(",")[0].rpartition(":")
+    return f"{host}:{int(port) + 2}"
+
+
+@pytest.fixture
 def unique() -> str:
     """A fresh suffix for topic and group names, so tests never share broker state."""
     return uuid.uuid4().hex[:10]

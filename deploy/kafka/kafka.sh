@@ -3,14 +3,20 @@
 #   deploy/kafka/kafka.sh fetch          resolve the jars into deploy/kafka/lib (needs Maven Central)
 #   deploy/kafka/kafka.sh start [PORT]   format a fresh log dir and start the broker in the background
 #   deploy/kafka/kafka.sh stop [PORT]    stop it
-# The broker listens on 127.0.0.1:PORT (default 39092); its data and log are under $KAFKA_WORK
-# (default /tmp/crm-guard-kafka-PORT, so brokers on different ports never share a directory).
+# The broker listens on 127.0.0.1:PORT (default 39092) in plaintext, and on PORT+2 with SASL
+# (SASL_PLAINTEXT; mechanisms PLAIN and SCRAM-SHA-512; user crm-guard, password crm-guard-secret):
+# the tests connect the guard through it the way a managed Kafka (Confluent Cloud, MSK) asks.
+# Its data and log are under $KAFKA_WORK (default /tmp/crm-guard-kafka-PORT, so brokers on
+# different ports never share a directory).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:-start}
 port=${2:-39092}
 work=${KAFKA_WORK:-/tmp/crm-guard-kafka-$port}
 ctrl=$((port + 1))
+sasl=$((port + 2))
+sasl_user=crm-guard
+sasl_password=crm-guard-secret
 
 fetch() {
   if [ ! -f "$here/lib/.complete" ]; then
@@ -32,11 +38,14 @@ case "$cmd" in
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$ctrl
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl,SASL_PLAINTEXT://127.0.0.1:$sasl
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$work/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -57,11 +66,14 @@ LOG
     cp="$here/lib/*"
     java_opts="-Xms256m -Xmx1g -XX:+UseG1GC -Dlog4j2.configurationFile=$work/log4j2.yaml"
     java $java_opts -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
-      -c "$work/server.properties" >"$work/format.log" 2>&1
+      -c "$work/server.properties" --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]" \
+      >"$work/format.log" 2>&1
     nohup java $java_opts -cp "$cp" kafka.Kafka "$work/server.properties" >"$work/broker.log" 2>&1 &
     echo $! > "$work/broker.pid"
     for _ in $(seq 1 120); do
-      if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "kafka up on 127.0.0.1:$port (pid $(cat "$work/broker.pid"))"; exit 0; fi
+      if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+        echo "kafka up on 127.0.0.1:$port, SASL on 127.0.0.1:$sasl (pid $(cat "$work/broker.pid"))"; exit 0
+      fi
       sleep 0.5
     done
     echo "kafka did not start; log: $work/broker.log" >&2; tail -30 "$work/broker.log" >&2; exit 1
