@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,17 +36,29 @@ def kafka_kind() -> str:
     return os.environ.get("CRM_GUARD_TEST_BROKER_KIND", "tansu")
 
 
+@dataclass(frozen=True)
+class SecuredListeners:
+    """The test broker's listeners that ask for credentials (deploy/kafka/kafka.sh): SASL_PLAINTEXT,
+    SASL_SSL (PLAIN and SCRAM-SHA-512, user crm-guard / crm-guard-secret), SSL requiring a client
+    certificate, and the directory of its TLS files (ca.pem, client.pem, client-key.pem)."""
+
+    sasl: str
+    sasl_ssl: str
+    mtls: str
+    tls_dir: Path
+
+
 @pytest.fixture
-def kafka_sasl_bootstrap(kafka_bootstrap: str, kafka_kind: str) -> str:
-    """The same Apache Kafka's SASL listener (deploy/kafka/kafka.sh: PORT+2, PLAIN and SCRAM-SHA-512,
-    user crm-guard / crm-guard-secret), or CRM_GUARD_TEST_SASL_BOOTSTRAP. tansu has no SASL."""
-    given = os.environ.get("CRM_GUARD_TEST_SASL_BOOTSTRAP")
-    if given:
-        return given
+def kafka_secured(kafka_bootstrap: str, kafka_kind: str) -> SecuredListeners:
+    """Apache Kafka's secured listeners, at PORT+2, +3 and +4 of the plaintext one. tansu has none."""
     if kafka_kind != "apache":
-        pytest.skip("SASL needs Apache Kafka (make test starts it); tansu has no SASL")
+        pytest.skip("SASL and TLS need Apache Kafka (make test starts it); tansu has neither")
     host, _, port = kafka_bootstrap.split(",")[0].rpartition(":")
-    return f"{host}:{int(port) + 2}"
+    base = int(port)
+    tls_dir = Path(os.environ.get("KAFKA_WORK", f"/tmp/crm-guard-kafka-{base}")) / "tls"
+    if not (tls_dir / "ca.pem").exists():
+        pytest.fail(f"the test broker has no TLS files in {tls_dir} (deploy/kafka/tls.py failed at its start?)")
+    return SecuredListeners(f"{host}:{base + 2}", f"{host}:{base + 3}", f"{host}:{base + 4}", tls_dir)
 
 
 @pytest.fixture

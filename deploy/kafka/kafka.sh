@@ -3,9 +3,12 @@
 #   deploy/kafka/kafka.sh fetch          resolve the jars into deploy/kafka/lib (needs Maven Central)
 #   deploy/kafka/kafka.sh start [PORT]   format a fresh log dir and start the broker in the background
 #   deploy/kafka/kafka.sh stop [PORT]    stop it
-# The broker listens on 127.0.0.1:PORT (default 39092) in plaintext, and on PORT+2 with SASL
-# (SASL_PLAINTEXT; mechanisms PLAIN and SCRAM-SHA-512; user crm-guard, password crm-guard-secret):
-# the tests connect the guard through it the way a managed Kafka (Confluent Cloud, MSK) asks.
+# The broker listens on 127.0.0.1:PORT (default 39092) in plaintext, and, for the tests that connect
+# the guard the way a managed Kafka (Confluent Cloud, MSK) asks: PORT+2 SASL_PLAINTEXT and PORT+3
+# SASL_SSL (mechanisms PLAIN and SCRAM-SHA-512; user crm-guard, password crm-guard-secret), PORT+4
+# SSL that requires a client certificate. The TLS files (a throwaway CA, the broker's and a client's
+# certificate) are made by deploy/kafka/tls.py in $KAFKA_WORK/tls; without Python's `cryptography`
+# the two TLS listeners are left out.
 # Its data and log are under $KAFKA_WORK (default /tmp/crm-guard-kafka-PORT, so brokers on
 # different ports never share a directory).
 set -euo pipefail
@@ -15,6 +18,8 @@ port=${2:-39092}
 work=${KAFKA_WORK:-/tmp/crm-guard-kafka-$port}
 ctrl=$((port + 1))
 sasl=$((port + 2))
+sasl_ssl=$((port + 3))
+mtls=$((port + 4))
 sasl_user=crm-guard
 sasl_password=crm-guard-secret
 
@@ -34,18 +39,35 @@ case "$cmd" in
       exit 1
     fi
     rm -rf "$work" && mkdir -p "$work/data"
+    listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl,SASL_PLAINTEXT://127.0.0.1:$sasl"
+    advertised="PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl"
+    tls=""
+    if "${PYTHON:-python3}" "$here/tls.py" "$work/tls" 2>"$work/tls.log"; then
+      listeners="$listeners,SASL_SSL://127.0.0.1:$sasl_ssl,SSL://127.0.0.1:$mtls"
+      advertised="$advertised,SASL_SSL://127.0.0.1:$sasl_ssl,SSL://127.0.0.1:$mtls"
+      tls="ssl.keystore.type=PEM
+ssl.keystore.location=$work/tls/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$work/tls/ca.pem
+listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user=\"$sasl_password\";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    else
+      echo "no TLS listeners: deploy/kafka/tls.py failed ($(tail -1 "$work/tls.log"))" >&2
+    fi
     cat > "$work/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$ctrl
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl,SASL_PLAINTEXT://127.0.0.1:$sasl
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
 inter.broker.listener.name=PLAINTEXT
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+$tls
 log.dirs=$work/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -72,7 +94,7 @@ LOG
     echo $! > "$work/broker.pid"
     for _ in $(seq 1 120); do
       if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-        echo "kafka up on 127.0.0.1:$port, SASL on 127.0.0.1:$sasl (pid $(cat "$work/broker.pid"))"; exit 0
+        echo "kafka up on 127.0.0.1:$port, SASL on :$sasl${tls:+, SASL_SSL on :$sasl_ssl, SSL with client certificates on :$mtls} (pid $(cat "$work/broker.pid"))"; exit 0
       fi
       sleep 0.5
     done
