@@ -97,3 +97,18 @@ def test_bad_arguments_get_a_message_and_exit_2(tmp_path: Path, case: str) -> No
     done = replay(*args)
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr and done.stderr.strip()
+
+
+def test_one_process_writes_the_same_files_as_the_default(
+    demo_replay: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path,
+) -> None:
+    """The default uses a second core where there is one (--workers auto); --workers 1 must not
+    change a byte of what the replay writes."""
+    _, default = demo_replay
+    done = replay(*(str(DEMO / f"{v}.jsonl") for v in VENDORS), "--policy", str(DEMO / "policy.yaml"),
+                  "--out", str(tmp_path / "one"), "--workers", "1", "-q")
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = sorted(p.name for p in default.iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "one").iterdir())
+    for name in names:
+        assert (default / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
