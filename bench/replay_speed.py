@@ -124,7 +124,7 @@ def child_bare(directory: Path) -> dict[str, Any]:
 
 
 def child_replay(directory: Path, out_dir: Path, workers: int) -> dict[str, Any]:
-    """`run_replay` over the vendor files with the scenario's policy (what `crm-guard replay` runs)."""
+    """`run_replay` over the vendor files with the scenario's policy (what `crm-guard replay --workers N` runs)."""
     from app.policy_file import load_policy
     from app.replay import run_replay
 
