@@ -444,22 +444,19 @@ async def test_resume_over_http_reaches_the_agent_and_refusals_say_why(
         finally:
             await client.close()
 
-        monkeypatch.delenv("CRM_GUARD_PAUSE_PRIVATE_KEY_FILE")
+    async def refusal() -> tuple[int, str]:
         client = await client_for(load_settings())
         try:
-            keyless = await client.post(f"/api/agents/{AGENT}/resume", json=body)
-            assert keyless.status == 503 and (await keyless.json())["error"] == "cannot_resume"
+            answer = await client.post(f"/api/agents/{AGENT}/resume", json=body)
+            return answer.status, (await answer.json())["error"]
         finally:
             await client.close()
 
+    monkeypatch.delenv("CRM_GUARD_PAUSE_PRIVATE_KEY_FILE")
+    assert await refusal() == (503, "cannot_resume")
     monkeypatch.setenv("CRM_GUARD_PAUSE_PRIVATE_KEY_FILE", str(priv))
     with socket.socket() as sock:  # a port nothing listens on: the broker is gone
         sock.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{sock.getsockname()[1]}"
     monkeypatch.setenv("CRM_GUARD_BOOTSTRAP_SERVERS", dead)
-    client = await client_for(load_settings())
-    try:
-        gone = await client.post(f"/api/agents/{AGENT}/resume", json=body)
-        assert gone.status == 503 and (await gone.json())["error"] == "broker_unavailable"
-    finally:
-        await client.close()
+    assert await refusal() == (503, "broker_unavailable")

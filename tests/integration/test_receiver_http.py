@@ -137,15 +137,20 @@ async def test_each_vendor_is_authenticated_refusals_say_why_and_accepted_delive
         await runtime.stop()
 
 
-async def test_a_vendor_without_credentials_is_refused_not_accepted(kafka_bootstrap: str, unique: str) -> None:
-    settings = fresh_settings(kafka_bootstrap, unique)
+async def serve_receiver(settings: Any, runtime: Any) -> tuple[web.AppRunner, int]:
+    """The receiver's routes alone on a free port, with the given settings and runtime."""
     app = web.Application()
-    app[SETTINGS], app[RUNTIME] = settings, None
+    app[SETTINGS], app[RUNTIME] = settings, runtime
     receiver.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def test_a_vendor_without_credentials_is_refused_not_accepted(kafka_bootstrap: str, unique: str) -> None:
+    runner, port = await serve_receiver(fresh_settings(kafka_bootstrap, unique), None)
     try:
         async with aiohttp.ClientSession() as session:
             for vendor in ("hubspot", "pipedrive", "salesforce"):
@@ -175,13 +180,7 @@ async def test_a_delivery_the_broker_does_not_acknowledge_gets_503_in_bounded_ti
 
     runtime = Runtime()
     runtime.producer = producer  # type: ignore[attr-defined]
-    app = web.Application()
-    app[SETTINGS], app[RUNTIME] = settings, runtime
-    receiver.add_routes(app)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve_receiver(settings, runtime)
     try:
         async with aiohttp.ClientSession() as session:
             body = (FIXTURES / "salesforce_cometd_account_update.json").read_bytes()
