@@ -47,12 +47,12 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"crm-guard replay: --out {out}: not writable", file=sys.stderr)
         return 2
     summary = run_replay(
-        paths, Path(args.out), policy, source=args.source, max_bytes=args.max_bytes,
+        paths, out, policy, source=args.source, max_bytes=args.max_bytes,
         max_disorder_ms=int(args.max_disorder * 1000), show_progress=sys.stderr.isatty() and not args.quiet,
         workers=replay_workers(args.workers),
     )
     if not args.quiet:
-        print_summary(summary, Path(args.out), sys.stdout)
+        print_summary(summary, out, sys.stdout)
     return EXIT_DEADLETTERS if summary["deadletters"] else EXIT_OK
 
 

@@ -27,9 +27,10 @@ ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver", "app.web.review",
 
 @web.middleware
 async def broker_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """503 `broker_unavailable` (JSON, with the reason) when a handler's produce failed: a
-    decision, a resume or a proposal that did not reach Kafka was not taken, and the caller may
-    retry it; a bare 500 would say neither."""
+    """503 `broker_unavailable` (JSON, with the reason) when a handler's write to Kafka failed:
+    the caller learns that its resume, decision or proposal did not go through and may retry it;
+    a bare 500 would say neither. (The webhook receiver answers its own 503 with a shorter wait:
+    vendors time out after a few seconds.)"""
     try:
         return await handler(request)
     except KafkaError as exc:
