@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from app.broker.embedded import BrokerError, EmbeddedBroker, start_embedded
 from app.config import Settings, SettingsError, load_settings
 from app.policy_file import load_policy
 from app.policy_lint import lint_policy
+from app.web.tls import server_ssl_context
 
 log = logging.getLogger("crm_guard")
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -52,6 +54,10 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
         print("crm-guard: warning: no api_token: anyone who reaches the HTTP port (agents included) can approve "
               "proposals and resume paused agents; set CRM_GUARD_API_TOKEN", file=sys.stderr, flush=True)
     _check_port_free(settings)
+    try:
+        server_ssl_context(settings)  # bad certificate files: a message now, not a traceback from the web server
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"web TLS files (web_tls_certfile, web_tls_keyfile, web_tls_client_cafile): {exc}") from exc
     broker = None
     if settings.bootstrap_servers:
         _check_broker(settings)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from app.sinks.routing import RoutingConfig
 
@@ -73,6 +73,13 @@ class Settings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     public_url: str = "http://127.0.0.1:6066"
+    web_tls_certfile: str | None = None
+    """PEM certificate chain (with `web_tls_keyfile`, its key): the web server speaks HTTPS itself
+    (vendors deliver webhooks only to https URLs; without these, terminate TLS at a proxy)."""
+    web_tls_keyfile: str | None = None
+    web_tls_client_cafile: str | None = None
+    """PEM CA bundle: clients may present a certificate it signed (mTLS). /webhooks/salesforce
+    then accepts a delivery with such a certificate as well as one with `salesforce_token`."""
     batch_max_records: int = Field(default=1000, gt=0)
     fetch_max_wait_ms: int = Field(default=500, gt=0)
     stages: list[Literal["ingest", "record", "link", "actor"]] = Field(
@@ -116,6 +123,12 @@ class Settings(BaseModel):
         if isinstance(value, list) and len(set(value)) != len(value):
             raise ValueError("a stage is named twice")
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_a_certificate(self) -> "Settings":
+        if (self.web_tls_keyfile or self.web_tls_client_cafile) and not self.web_tls_certfile:
+            raise ValueError("web_tls_keyfile and web_tls_client_cafile need web_tls_certfile (the server's certificate)")
+        return self
 
     def with_overrides(self, **changes: Any) -> "Settings":
         """A copy with some fields replaced (validated)."""

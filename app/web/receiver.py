@@ -3,7 +3,8 @@
 POST /webhooks/hubspot     X-HubSpot-Signature-v3 + X-HubSpot-Request-Timestamp (app secret),
                            stale timestamps (> 5 min) rejected
 POST /webhooks/pipedrive   HTTP basic auth (the webhook's http_auth_user / http_auth_password)
-POST /webhooks/salesforce  `X-CRM-Guard-Token: <token>` from the CDC bridge (or mTLS at a proxy)
+POST /webhooks/salesforce  `X-CRM-Guard-Token: <token>` from the CDC bridge, or a client certificate
+                           (mTLS: web_tls_client_cafile, app/web/tls.py)
 
 The answer comes after the broker acknowledged the produce: 200 means the payload is durable.
 401 for a missing or bad credential, 400 for a body that is not JSON, 413 for an oversized body,
@@ -27,6 +28,7 @@ from aiokafka.errors import KafkaError
 
 from app.adapters.signatures import SignatureError, verify_basic_auth, verify_hubspot_v3, verify_shared_token
 from app.web.keys import RUNTIME, SETTINGS
+from app.web.tls import client_certificate_subject
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +107,21 @@ async def pipedrive(request: web.Request) -> web.Response:
 
 
 async def salesforce(request: web.Request) -> web.Response:
+    """The CDC bridge authenticates with the shared token, or with a client certificate signed by
+    `web_tls_client_cafile` (mTLS) when the server speaks TLS itself; either is enough."""
     settings = request.app[SETTINGS]
-    if settings.salesforce_token is None:
-        return _error(503, "not_configured", "set CRM_GUARD_SALESFORCE_TOKEN to receive Salesforce events")
-    try:
-        verify_shared_token(request.headers.get("X-CRM-Guard-Token"), settings.salesforce_token.get_secret_value())
-    except SignatureError as exc:
-        return _error(401, exc.reason, str(exc))
+    if settings.salesforce_token is None and not settings.web_tls_client_cafile:
+        return _error(503, "not_configured", "set CRM_GUARD_SALESFORCE_TOKEN (or web TLS with a client CA) to receive "
+                                             "Salesforce events")
+    subject = client_certificate_subject(request)
+    if subject is None:
+        if settings.salesforce_token is None:
+            return _error(401, "missing_client_certificate", "present a client certificate signed by the guard's "
+                                                              "client CA")
+        try:
+            verify_shared_token(request.headers.get("X-CRM-Guard-Token"), settings.salesforce_token.get_secret_value())
+        except SignatureError as exc:
+            return _error(401, exc.reason, str(exc))
     body = await _read_json_body(request)
     if isinstance(body, web.Response):
         return body

@@ -19,6 +19,7 @@ from mode import Service
 
 from app.web.auth import Handler, operator_auth
 from app.web.keys import BY_NAME
+from app.web.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,11 @@ class WebServer(Service):
         settings = self.shared["settings"]
         self.runner = web.AppRunner(build_web_app(self.shared), access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, settings.web_host, settings.web_port)
+        site = web.TCPSite(self.runner, settings.web_host, settings.web_port, ssl_context=server_ssl_context(settings))
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
         self.port = sockets[0].getsockname()[1] if sockets else settings.web_port
-        log.info("web server on http://%s:%s", settings.web_host, self.port)
+        log.info("web server on %s", self.web_url)
 
     async def on_stop(self) -> None:
         if self.runner is not None:
@@ -77,4 +78,5 @@ class WebServer(Service):
     @property
     def web_url(self) -> str:
         settings = self.shared["settings"]
-        return f"http://{settings.web_host}:{self.port or settings.web_port}"
+        scheme = "https" if settings.web_tls_certfile else "http"
+        return f"{scheme}://{settings.web_host}:{self.port or settings.web_port}"

@@ -125,3 +125,14 @@ def test_run_against_a_kafka_that_is_not_there_says_so_and_exits_1(tmp_path: Pat
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"crm-guard run: cannot reach Kafka at {address}" in done.stderr
     assert "CRM_GUARD_BOOTSTRAP_SERVERS" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_with_web_tls_files_that_cannot_be_read_says_so_and_exits_2(tmp_path: Path) -> None:
+    env = guard_env(tmp_path) | {"CRM_GUARD_WEB_TLS_CERTFILE": str(tmp_path / "missing.pem")}
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "run", "--port", "0"], env=env, cwd=str(ROOT), capture_output=True,
+        text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "crm-guard run: web TLS files" in done.stderr and "Traceback" not in done.stderr
+    assert "embedded broker" not in done.stdout  # refused before anything started

@@ -26,6 +26,7 @@ from aiohttp import web
 from app.runtime.assembly import build_runtime
 from app.web import receiver
 from app.web.keys import RUNTIME, SETTINGS
+from app.web.tls import server_ssl_context
 from tests.integration.helpers_stream import (
     T0,
     fresh_settings,
@@ -138,14 +139,15 @@ async def test_each_vendor_is_authenticated_refusals_say_why_and_accepted_delive
 
 
 async def serve_receiver(settings: Any, runtime: Any) -> tuple[web.AppRunner, int]:
-    """The receiver's routes alone on a free port, with the given settings and runtime."""
+    """The receiver's routes alone on a free port, with the given settings and runtime (HTTPS when
+    the settings name a certificate, as the worker's web server does)."""
     app = web.Application()
     app[SETTINGS], app[RUNTIME] = settings, runtime
     receiver.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ssl_context(settings)).start()
     return runner, port
 
 
@@ -189,3 +191,67 @@ async def test_a_delivery_the_broker_does_not_acknowledge_gets_503_in_bounded_ti
             assert (status, answer["error"]) == (503, "broker_unavailable")
     finally:
         await runner.cleanup()
+
+
+def make_certificates(target: Path) -> Path:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made by the
+    same script that makes the test broker's (deploy/kafka/tls.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("broker_tls", Path(__file__).resolve().parents[2] / "deploy/kafka/tls.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(target)
+    return target
+
+
+async def test_https_with_client_certificates_for_the_salesforce_bridge(
+    kafka_bootstrap: str, unique: str, tmp_path: Path,
+) -> None:
+    """With web TLS and a client CA, the Salesforce route accepts the bridge's client certificate
+    in place of the token; a caller without one is refused with a reason, a certificate from
+    another CA fails the handshake, and callers that present none (HubSpot) still connect."""
+    import ssl
+
+    from aiokafka import AIOKafkaProducer
+
+    tls, stranger = make_certificates(tmp_path / "tls"), make_certificates(tmp_path / "other-ca")
+    settings = fresh_settings(kafka_bootstrap, unique, web_tls_certfile=str(tls / "server.pem"),
+                              web_tls_client_cafile=str(tls / "ca.pem"), hubspot_client_secret=SECRET)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+
+    class Runtime:  # what the receiver reads of the guard's runtime: its producer
+        pass
+
+    runtime = Runtime()
+    runtime.producer = producer  # type: ignore[attr-defined]
+    runner, port = await serve_receiver(settings, runtime)
+
+    def client_tls(cert_dir: Path | None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+        if cert_dir is not None:
+            context.load_cert_chain(str(cert_dir / "client.pem"), str(cert_dir / "client-key.pem"))
+        return context
+
+    sf_url, hs_url = f"https://127.0.0.1:{port}/webhooks/salesforce", f"https://127.0.0.1:{port}/webhooks/hubspot"
+    sf_body = (FIXTURES / "salesforce_cometd_account_update.json").read_bytes()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(sf_url, data=sf_body, ssl=client_tls(tls)) as answer:
+                assert answer.status == 200, await answer.text()
+            async with session.post(sf_url, data=sf_body, ssl=client_tls(None)) as answer:
+                assert answer.status == 401 and (await answer.json())["error"] == "missing_client_certificate"
+            with pytest.raises(aiohttp.ClientError):  # the guard's CA did not sign it: no TLS session at all
+                async with session.post(sf_url, data=sf_body, ssl=client_tls(stranger)):
+                    pass
+            forged = orjson.dumps([hubspot_change(7002, 5002, "utm_source", "forged", T0)])
+            async with session.post(hs_url, data=forged, ssl=client_tls(None),
+                                    headers=hubspot_headers(hs_url, forged, secret="guessed")) as answer:
+                assert answer.status == 401 and (await answer.json())["error"] == "mismatch"
+        records = await read_topic(kafka_bootstrap, settings.topics.raw_salesforce)
+        assert [r.value for r in records] == [sf_body]
+    finally:
+        await runner.cleanup()
+        await producer.stop()

@@ -45,3 +45,9 @@ def test_a_config_file_that_is_missing_or_not_yaml_is_one_line_naming_it(tmp_pat
     with pytest.raises(SettingsError) as missing:
         load_settings(env={"CRM_GUARD_CONFIG": str(tmp_path / "nope.yaml")})
     assert str(missing.value) == f"cannot read config file {tmp_path / 'nope.yaml'}: No such file or directory"
+
+
+def test_web_tls_keys_and_client_ca_need_the_servers_certificate() -> None:
+    with pytest.raises(SettingsError, match="need web_tls_certfile"):
+        load_settings(env={"CRM_GUARD_WEB_TLS_CLIENT_CAFILE": "/etc/ssl/ca.pem"})
+    assert load_settings(env={"CRM_GUARD_WEB_TLS_CERTFILE": "/x/server.pem"}).web_tls_certfile == "/x/server.pem"
