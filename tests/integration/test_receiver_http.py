@@ -16,6 +16,7 @@ import json
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -138,11 +139,11 @@ async def test_each_vendor_is_authenticated_refusals_say_why_and_accepted_delive
         await runtime.stop()
 
 
-async def serve_receiver(settings: Any, runtime: Any) -> tuple[web.AppRunner, int]:
-    """The receiver's routes alone on a free port, with the given settings and runtime (HTTPS when
-    the settings name a certificate, as the worker's web server does)."""
+async def serve_receiver(settings: Any, producer: Any = None) -> tuple[web.AppRunner, int]:
+    """The receiver's routes alone on a free port (HTTPS when the settings name a certificate, as
+    the worker's web server does), producing with `producer`: all it reads of the guard's runtime."""
     app = web.Application()
-    app[SETTINGS], app[RUNTIME] = settings, runtime
+    app[SETTINGS], app[RUNTIME] = settings, (None if producer is None else SimpleNamespace(producer=producer))
     receiver.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -152,7 +153,7 @@ async def serve_receiver(settings: Any, runtime: Any) -> tuple[web.AppRunner, in
 
 
 async def test_a_vendor_without_credentials_is_refused_not_accepted(kafka_bootstrap: str, unique: str) -> None:
-    runner, port = await serve_receiver(fresh_settings(kafka_bootstrap, unique), None)
+    runner, port = await serve_receiver(fresh_settings(kafka_bootstrap, unique))
     try:
         async with aiohttp.ClientSession() as session:
             for vendor in ("hubspot", "pipedrive", "salesforce"):
@@ -176,13 +177,7 @@ async def test_a_delivery_the_broker_does_not_acknowledge_gets_503_in_bounded_ti
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     await producer.stop()
-
-    class Runtime:  # what the receiver reads of the guard's runtime: its producer
-        pass
-
-    runtime = Runtime()
-    runtime.producer = producer  # type: ignore[attr-defined]
-    runner, port = await serve_receiver(settings, runtime)
+    runner, port = await serve_receiver(settings, producer)
     try:
         async with aiohttp.ClientSession() as session:
             body = (FIXTURES / "salesforce_cometd_account_update.json").read_bytes()
@@ -221,13 +216,7 @@ async def test_https_with_client_certificates_for_the_salesforce_bridge(
                               web_tls_client_cafile=str(tls / "ca.pem"), hubspot_client_secret=SECRET)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
-
-    class Runtime:  # what the receiver reads of the guard's runtime: its producer
-        pass
-
-    runtime = Runtime()
-    runtime.producer = producer  # type: ignore[attr-defined]
-    runner, port = await serve_receiver(settings, runtime)
+    runner, port = await serve_receiver(settings, producer)
 
     def client_tls(cert_dir: Path | None) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
