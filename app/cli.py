@@ -57,9 +57,11 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def replay_workers(choice: str) -> int:
-    """Processes for `crm-guard replay --workers`: `auto` uses a second core when there is one."""
+    """Processes for `crm-guard replay --workers`: `auto` uses a second core when there is one,
+    on Linux only (the second process is forked; macOS does not fork safely once system
+    frameworks are loaded)."""
     if choice == "auto":
-        return 2 if (os.cpu_count() or 1) >= 2 else 1
+        return 2 if sys.platform.startswith("linux") and (os.cpu_count() or 1) >= 2 else 1
     return int(choice)
 
 
