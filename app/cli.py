@@ -78,7 +78,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="event-time disorder the reorder buffer absorbs per file (default 3600)")
     p.add_argument("--workers", choices=("auto", "1", "2"), default="auto",
                    help="2: the link and actor stages in a second process (same output, ~1.2-1.3x faster); "
-                        "auto (default): 2 when this machine has two cores or more")
+                        "auto (default): 2 on Linux with two cores or more")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=_replay)
 
