@@ -130,11 +130,15 @@ class _Client:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             try:
-                reason = json.loads(exc.read()).get("error") or exc.reason
+                answer = json.loads(exc.read())
+                reason, message = answer.get("error") or exc.reason, answer.get("message")
             except (ValueError, AttributeError):
-                reason = exc.reason
+                reason, message = exc.reason, None
             if exc.code == 401:
-                raise CliError(f"the guard wants its operator token for this: set CRM_GUARD_API_TOKEN ({reason})", 2) from None
+                raise CliError("the guard wants an API token for this: set CRM_GUARD_API_TOKEN to the operator "
+                               f"token or your own from `crm-guard users add` ({reason})", 2) from None
+            if exc.code == 403:
+                raise CliError(f"{message or reason}", 2) from None
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 raise CliError(str(reason), 2) from None
             raise CliError(f"the guard answered {exc.code}: {reason}", 1) from None

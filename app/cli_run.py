@@ -21,6 +21,7 @@ from app.config import Settings, SettingsError, load_settings
 from app.policy_file import load_policy
 from app.policy_lint import lint_policy
 from app.web.tls import server_ssl_context
+from app.web.users import UsersFileError, read_users
 
 log = logging.getLogger("crm_guard")
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -50,9 +51,15 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
     policy = load_policy(policy_path)
     for warning in lint_policy(policy):  # valid but likely to attribute wrongly: say so at start
         print(f"crm-guard: policy warning: {warning}", file=sys.stderr, flush=True)
-    if settings.api_token is None and not demo:
+    if settings.api_users_file:
+        try:
+            read_users(settings.api_users_file)
+        except UsersFileError as exc:
+            raise SettingsError(f"api_users_file: {exc}") from exc
+    if settings.api_token is None and not settings.api_users_file and not demo:
         print("crm-guard: warning: no api_token: anyone who reaches the HTTP port (agents included) can approve "
-              "proposals and resume paused agents; set CRM_GUARD_API_TOKEN", file=sys.stderr, flush=True)
+              "proposals and resume paused agents; set CRM_GUARD_API_TOKEN or CRM_GUARD_API_USERS_FILE",
+              file=sys.stderr, flush=True)
     _check_port_free(settings)
     try:
         server_ssl_context(settings)  # bad certificate files: a message now, not a traceback from the web server

@@ -113,6 +113,10 @@ class Settings(BaseModel):
     """Bearer token the HTTP API requires for every change it makes (review decisions, batch
     approvals, autonomy pins, agent resumes; app/web/auth.py). Unset: those are open to anyone
     who reaches the port, agents included."""
+    api_users_file: str | None = None
+    """A file of named users, each with a token and a role (reviewer or operator), written by
+    `crm-guard users add` (app/web/users.py): decisions record the token holder's name. Re-read
+    when it changes. Works beside `api_token` or instead of it."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("stages", mode="before")

@@ -52,8 +52,8 @@ class GuardMetrics:
         for stage in ("record", "link", "actor"):  # at 0 from the start
             self.state_compacted.labels(stage)
         self.api_refused = Counter("crm_guard_api_refused", "HTTP API changes refused for a missing or wrong "
-                                   "operator token", ["reason"], registry=r)
-        for reason in ("missing_token", "wrong_token"):  # at 0 from the start: increase() sees the first one
+                                   "token, or a role that does not cover them", ["reason"], registry=r)
+        for reason in ("missing_token", "wrong_token", "forbidden_role"):  # at 0 from the start: increase() sees the first one
             self.api_refused.labels(reason)
         self._children: dict[tuple[str, ...], object] = {}
 

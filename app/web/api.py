@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.web.auth import decided_by, whoami
 from app.web.keys import BOARD, METRICS, POLICY, RUNTIME, SETTINGS
 
 
@@ -57,7 +58,8 @@ async def agents(request: web.Request) -> web.Response:
 
 
 async def resume(request: web.Request) -> web.Response:
-    """POST /api/agents/{agent}/resume {"reason": "...", "by": "..."}: a signed resume on guard.pause."""
+    """POST /api/agents/{agent}/resume {"reason": "...", "by": "..."}: a signed resume on guard.pause
+    (`by` is the token holder's name when a named user's token authorized it)."""
     from app.cli_agents import UserError, resume_agent
 
     agent = request.match_info["agent"]
@@ -68,7 +70,7 @@ async def resume(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError:  # nesting too deep included (json.loads would raise RecursionError)
         return web.json_response({"error": "not_json", "message": "the body must be JSON"}, status=400)
     reason = body.get("reason") if isinstance(body, dict) else None
-    by = body.get("by") if isinstance(body, dict) else None
+    by = decided_by(request, body.get("by") if isinstance(body, dict) else None)
     if not isinstance(reason, str) or not reason.strip() or not isinstance(by, str) or not by.strip():
         return web.json_response({"error": "missing_field", "message": "reason and by are required"}, status=400)
     runtime = request.app[RUNTIME]
@@ -85,4 +87,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/agents", agents)
+    app.router.add_get("/api/whoami", whoami)
     app.router.add_post("/api/agents/{agent}/resume", resume)

@@ -17,9 +17,11 @@ TIMELINE = web.AppKey("timeline", Any)  # app.timeline.store.TimelineStore (None
 SHOW_PII = web.AppKey("show_pii", bool)  # optional override of settings.show_pii
 ALERTS = web.AppKey("alerts", Any)  # optional: alert dicts, or a callable returning them
 TRUST = web.AppKey("trust", Any)  # optional: {agent: {tier: value}} or a callable(agent)
+USERS = web.AppKey("users", Any)  # app.web.users.UsersFile when settings.api_users_file is set
 
 BY_NAME: dict[str, web.AppKey[Any]] = {
     "settings": SETTINGS, "policy": POLICY, "metrics": METRICS, "board": BOARD, "runtime": RUNTIME,
     "review": REVIEW, "timeline": TIMELINE, "show_pii": SHOW_PII, "alerts": ALERTS, "trust": TRUST,
+    "users": USERS,
 }
 """Shared-object name -> its key."""

@@ -12,8 +12,9 @@ API (docs/openapi-review.yaml, also served at /api/review/openapi.json):
   GET  /api/agents/{agent}/trust                        trust per tier with evidence, levels, history
   POST /api/agents/{agent}/pin             {"tier", "level" | null, "by", "reason"}
 Errors: 400 bad body, 404 unknown id or agent, 409 already decided, 503 not started; always
-{"error": reason}. `by` (who decided) comes from the body, else the X-Forwarded-User header an
-authenticating proxy sets.
+{"error": reason}. `by` (who decided) is the token holder's name when a named user's token
+(api_users_file, app/web/users.py) authorized the request; else it comes from the body, else the
+X-Forwarded-User header an authenticating proxy sets.
 
 Run `python -m app.web.review --openapi > docs/openapi-review.yaml` after changing the API.
 """
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.review.models import REJECT_CATEGORIES, ReviewFilter, ReviewStatus
 from app.review.service import ReviewError, ReviewService, describe_validation
+from app.web.auth import decided_by
 from app.web.keys import REVIEW
 from detectors.policy import Autonomy, Tier
 
@@ -113,8 +115,10 @@ async def _body(request: web.Request, model: type[BaseModel]) -> Any:
         body = model.model_validate(data)
     except ValidationError as exc:
         raise _Bad(describe_validation(exc)) from exc
-    if isinstance(body, _Body) and not (body.by or "").strip():
-        body.by = request.headers.get("X-Forwarded-User") or request.headers.get("X-Remote-User")
+    if isinstance(body, _Body):
+        given = body.by if (body.by or "").strip() else (
+            request.headers.get("X-Forwarded-User") or request.headers.get("X-Remote-User"))
+        body.by = decided_by(request, given)  # a named user's token says who, whatever the body says
     return body
 
 
@@ -318,7 +322,8 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"typ
 
 def _responses(ok: str, *codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": _ref(ok)}}}}
-    text = {400: "Bad body or query", 401: "The guard has an api_token and the request did not carry it",
+    text = {400: "Bad body or query", 401: "The guard wants an API token and the request carried none it knows",
+            403: "The token's user has a role that does not cover this change (pinning needs an operator)",
             404: "Unknown proposal or agent", 409: "Already decided", 503: "The review service is not running"}
     for code in codes:
         out[str(code)] = {"description": text[code], "content": {"application/json": {"schema": _ref("Error")}}}
@@ -329,8 +334,8 @@ def _post(summary: str, body: str, ok: str, *codes: int, params: list[Any] | Non
     op: dict[str, Any] = {
         "summary": summary,
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(body)}}},
-        "responses": _responses(ok, 401, *codes),
-        "security": [{"operatorToken": []}],  # enforced when the guard has an api_token (app/web/auth.py)
+        "responses": _responses(ok, 401, 403, *codes),
+        "security": [{"operatorToken": []}],  # enforced when the guard has tokens configured (app/web/auth.py)
     }
     if params:
         op["parameters"] = params
@@ -377,7 +382,9 @@ def openapi_spec() -> dict[str, Any]:
         },
         "components": {"schemas": schemas, "securitySchemes": {"operatorToken": {
             "type": "http", "scheme": "bearer",
-            "description": "The guard's api_token (CRM_GUARD_API_TOKEN); required for changes when it is set"}}},
+            "description": "The guard's api_token (CRM_GUARD_API_TOKEN) or a named user's token (api_users_file, "
+                           "`crm-guard users add`); required for changes when either is set. A named user's "
+                           "name is recorded as who decided"}}},
     }
 
 

@@ -20,6 +20,7 @@ from mode import Service
 from app.web.auth import Handler, operator_auth
 from app.web.keys import BY_NAME
 from app.web.tls import server_ssl_context
+from app.web.users import UsersFile
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ def build_web_app(shared: dict[str, Any]) -> web.Application:
                                   middlewares=[operator_auth, broker_errors])
     for name, value in shared.items():
         application[BY_NAME[name]] = value
+    users_file = shared["settings"].api_users_file
+    if users_file and "users" not in shared:
+        application[BY_NAME["users"]] = UsersFile(users_file)  # UsersFileError: `run` checked it first
     for name in ROUTE_MODULES:
         importlib.import_module(name).add_routes(application)
     return application

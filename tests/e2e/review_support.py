@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -14,9 +15,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.config import Settings, Topics
 from app.review.service import ReviewService
-from app.web.auth import operator_auth
-from app.web.keys import REVIEW, SETTINGS
+from app.web.auth import operator_auth, whoami
+from app.web.keys import REVIEW, SETTINGS, USERS
 from app.web.review import add_routes
+from app.web.users import UsersFile
 from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, SourceIdentity
 from detectors.policy import AgentPolicy, Autonomy, Policy, Tier
 
@@ -79,10 +81,11 @@ SEED = [
 
 @asynccontextmanager
 async def review_server(bootstrap: str, unique: str, seed: list[dict[str, Any]] | None = None,
-                        api_token: str | None = None,
+                        api_token: str | None = None, users_file: Path | None = None,
                         **service_kw: Any) -> AsyncIterator[tuple[ReviewService, TestClient]]:
     """A started service with `seed` submitted, and a client of a real HTTP server in front of it
-    (with the guard's operator-token middleware; `api_token` sets the token it wants)."""
+    (with the guard's token middleware; `api_token` sets the shared token it wants, `users_file`
+    its named users, and serves /api/whoami)."""
     settings = make_settings(bootstrap, unique)
     if api_token is not None:
         settings = settings.with_overrides(api_token=api_token)
@@ -92,6 +95,9 @@ async def review_server(bootstrap: str, unique: str, seed: list[dict[str, Any]] 
     app = web.Application(middlewares=[operator_auth])
     app[REVIEW] = service
     app[SETTINGS] = settings
+    if users_file is not None:
+        app[USERS] = UsersFile(users_file)
+    app.router.add_get("/api/whoami", whoami)
     add_routes(app)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

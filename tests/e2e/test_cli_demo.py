@@ -136,3 +136,16 @@ def test_run_with_web_tls_files_that_cannot_be_read_says_so_and_exits_2(tmp_path
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "crm-guard run: web TLS files" in done.stderr and "Traceback" not in done.stderr
     assert "embedded broker" not in done.stdout  # refused before anything started
+
+
+def test_run_with_a_users_file_that_does_not_parse_says_where_and_exits_2(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("ann reviewer sha256:not-hex\n")
+    env = guard_env(tmp_path) | {"CRM_GUARD_API_USERS_FILE": str(users)}
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "run", "--port", "0"], env=env, cwd=str(ROOT), capture_output=True,
+        text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"crm-guard run: api_users_file: {users}:1: the token digest" in done.stderr
+    assert "Traceback" not in done.stderr and "embedded broker" not in done.stdout

@@ -15,6 +15,7 @@ from app import cli
 from app.review.service import ReviewService
 from app.web.keys import REVIEW
 from app.web.review import add_routes, openapi_spec
+from app.web.users import add_user
 from tests.e2e.review_support import POLICY, make_settings, proposal, review_server
 
 pytestmark = pytest.mark.kafka
@@ -285,3 +286,35 @@ async def test_a_guard_with_an_operator_token_refuses_decisions_without_it(
         monkeypatch.setenv("CRM_GUARD_API_TOKEN", "op-token-1")
         code, out, _ = await run_cli(["approve", "p-101", "--url", url, "--by", "ann"], monkeypatch, capsys)
         assert (code, out.strip()) == (0, "p-101: approved")
+
+
+async def test_named_users_decide_under_their_own_name_within_their_role(
+    kafka_bootstrap: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With api_users_file, the token says who decided (what the body says is not taken), a reviewer
+    may decide but not pin, and the CLI carries a personal token in CRM_GUARD_API_TOKEN."""
+    users = tmp_path / "users"
+    ann = add_user(users, "ann@acme.io", "reviewer")
+    ops = add_user(users, "ops", "operator")
+    async with review_server(kafka_bootstrap, unique, users_file=users) as (service, client):
+        done = await client.post("/api/review/proposals/p-101/approve", json={"by": "the-ceo"},
+                                 headers={"Authorization": f"Bearer {ann}"})
+        assert done.status == 200 and (await done.json())["decided_by"] == "ann@acme.io"
+        assert service.store.get("p-101").decided_by == "ann@acme.io"  # type: ignore[union-attr]
+        pin = {"tier": "low", "level": "act", "by": "ann", "reason": "trial"}
+        refused = await client.post("/api/agents/enricher/pin", json=pin, headers={"Authorization": f"Bearer {ann}"})
+        assert refused.status == 403 and (await refused.json())["error"] == "forbidden_role"
+        assert "pin" not in [h["kind"] for h in service.trust_snapshot("enricher")["history"]]
+        pinned = await client.post("/api/agents/enricher/pin", json=pin, headers={"Authorization": f"Bearer {ops}"})
+        assert pinned.status == 200 and (await pinned.json())["event"]["by"] == "ops"  # not the body's "ann"
+
+        url = str(client.make_url("")).rstrip("/")
+        monkeypatch.setenv("CRM_GUARD_API_TOKEN", ann)
+        code, out, _ = await run_cli(["reject", "p-103", "--reason", "no", "--url", url, "--by", "bob"],
+                                     monkeypatch, capsys)
+        assert (code, out.strip()) == (0, "p-103: rejected")
+        assert service.store.get("p-103").decided_by == "ann@acme.io"  # type: ignore[union-attr]
+        monkeypatch.setenv("CRM_GUARD_API_TOKEN", ann + "-revoked")
+        code, _, err = await run_cli(["approve", "p-102", "--url", url], monkeypatch, capsys)
+        assert code == 2 and "CRM_GUARD_API_TOKEN" in err and "crm-guard users add" in err

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app.web.users import add_user
 from tests.e2e.review_support import review_server
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
@@ -164,3 +165,30 @@ async def test_a_decision_asks_for_the_operator_token_when_the_guard_has_one(  #
         await page.locator("#message.info").wait_for()
         assert service.store.get(pid).status.value == "approved"  # type: ignore[union-attr]
         assert await page.evaluate("sessionStorage.getItem('crmGuardApiToken')") == "op-token-2"
+
+
+async def test_a_personal_token_names_the_reviewer_on_the_page_and_on_the_decision(  # type: ignore[no-untyped-def]
+        browser, kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    token = add_user(users, "ann@acme.io", "reviewer")
+    async with review_server(kafka_bootstrap, unique, users_file=users) as (service, client):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(str(client.make_url("/review")))
+        await page.locator("article.item").first.wait_for()
+        await page.fill("#reviewer", "someone else")
+        await page.fill("#token", token)
+        await page.locator("#token").dispatch_event("change")
+        await page.wait_for_function("document.querySelector('#reviewer').readOnly")
+        assert await page.input_value("#reviewer") == "ann@acme.io"
+        assert "Deciding as ann@acme.io (reviewer)" in await page.locator("#message").inner_text()
+        first = page.locator("article.item").first
+        pid = await first.get_attribute("data-id")
+        await first.locator("button.approve").click()
+        await page.locator("#message.info").wait_for()
+        assert service.store.get(pid).decided_by == "ann@acme.io"  # type: ignore[union-attr]
+
+        await page.fill("#token", token + "-wrong")
+        await page.locator("#token").dispatch_event("change")
+        await page.locator("#message.error").wait_for()
+        assert "does not know this token" in await page.locator("#message").inner_text()
+        assert not await page.evaluate("document.querySelector('#reviewer').readOnly")

@@ -21,6 +21,7 @@ from app.pause.keys import write_key_pair
 from app.pause.publisher import PausePublisher
 from app.pause.reader import read_to_end
 from app.pause.signing import PauseSigner
+from app.web.users import add_user
 
 pytestmark = pytest.mark.kafka
 
@@ -400,7 +401,7 @@ async def test_resume_over_http_reaches_the_agent_and_refusals_say_why(
     kafka_bootstrap: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """POST /api/agents/{agent}/resume on the guard's own web app: the agent goes on; an unknown
-    agent is 404; a guard without the pause key answers 503 cannot_resume; a broker that is not
+    agent is 404; with named users only an operator resumes, under their own name; a guard without the pause key answers 503 cannot_resume; a broker that is not
     there answers 503 broker_unavailable (not a bare 500)."""
     import socket
 
@@ -443,6 +444,27 @@ async def test_resume_over_http_reaches_the_agent_and_refusals_say_why(
             assert unknown.status == 404 and (await unknown.json())["error"] == "unknown_agent"
         finally:
             await client.close()
+
+        # named users: a reviewer may not resume; an operator's resume is signed with their name
+        users = tmp_path / "users"
+        reviewer, operator = add_user(users, "ann", "reviewer"), add_user(users, "ops-oncall", "operator")
+        monkeypatch.setenv("CRM_GUARD_API_USERS_FILE", str(users))
+        await rig.publisher.pause(AGENT, "mass overwrite again", alert_id="a2")
+        await until(guard.is_paused, 3)
+        client = await client_for(load_settings())
+        try:
+            assert (await client.post(f"/api/agents/{AGENT}/resume", json=body)).status == 401
+            refused = await client.post(f"/api/agents/{AGENT}/resume", json=body,
+                                        headers={"Authorization": f"Bearer {reviewer}"})
+            assert refused.status == 403 and guard.is_paused()
+            answer = await client.post(f"/api/agents/{AGENT}/resume", json={"reason": "checked"},  # no "by"
+                                       headers={"Authorization": f"Bearer {operator}"})
+            assert answer.status == 200, await answer.text()
+            await until(lambda: not guard.is_paused(), 3)
+            assert guard.accepted.issued_by == "ops-oncall"  # type: ignore[union-attr]
+        finally:
+            await client.close()
+        monkeypatch.delenv("CRM_GUARD_API_USERS_FILE")
 
     async def refusal() -> tuple[int, str]:
         client = await client_for(load_settings())

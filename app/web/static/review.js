@@ -15,7 +15,29 @@
   reviewerInput.value = localStorage.getItem(STORE_KEY) || "";
   reviewerInput.addEventListener("change", () => localStorage.setItem(STORE_KEY, reviewerInput.value.trim()));
   tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
-  tokenInput.addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim()));
+  tokenInput.addEventListener("change", () => {
+    sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+    identify();
+  });
+
+  // A personal token (crm-guard users add) names its holder: the guard records that name on every
+  // decision, so the page shows it instead of asking for one.
+  async function identify() {
+    const token = tokenInput.value.trim();
+    reviewerInput.readOnly = false;
+    reviewerInput.title = "";
+    if (!token) return;
+    const response = await fetch("/api/whoami", { headers: { Authorization: `Bearer ${token}` } });
+    const who = await response.json().catch(() => ({}));
+    if (response.ok && who.user) {
+      reviewerInput.value = who.user;
+      reviewerInput.readOnly = true;
+      reviewerInput.title = `signed in by your token as ${who.user} (${who.role})`;
+      show(`Deciding as ${who.user} (${who.role}).`);
+    } else if (response.status === 401) {
+      show("The guard does not know this token (Token, top right).", "error");
+    }
+  }
 
   function show(text, kind) {
     message.textContent = text;
@@ -42,9 +64,10 @@
     const data = await response.json().catch(() => ({ error: response.statusText }));
     if (response.status === 401) {
       tokenInput.focus();
-      throw new Error(token ? "the operator token was not accepted (Token, top right)"
+      throw new Error(token ? "the token was not accepted (Token, top right)"
         : "this guard needs its operator token for decisions: enter it under Token (top right)");
     }
+    if (response.status === 403) throw new Error(data.message || "your role does not allow this");
     if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
     return data;
   }
@@ -293,6 +316,7 @@
     event.preventDefault();
   });
 
+  identify().catch(() => {});
   api("GET", "/api/review/proposals")
     .then(render)
     .catch((err) => { queue.setAttribute("aria-busy", "false"); show(`Could not load the queue: ${err.message}`, "error"); });
