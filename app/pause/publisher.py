@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,6 +271,17 @@ class PauseTopicFollower:
     message whose seq is above the agent's current one, history included, so the runtime can
     rebuild which agents are paused and learn of resumes made from the CLI or the API (e.g. to call
     `AlertManager.resume` and clear its board). Unverifiable messages are logged and ignored.
+
+    It also keeps the topic telling the truth. The topic is compacted: what survives per agent is
+    its last message, and an agent that starts after compaction sees nothing else. A message
+    written after the agent's current state that is not that state (an old signed resume sent
+    again by anyone who can write to the topic, a forged one, a lagging writer's older state)
+    would become that survivor; agents running since before reject it by its seq, new ones could
+    not. With `republish`, the follower answers such a message by writing the current state's
+    signed bytes again (after the batch it read), so the last message is the current state again.
+    Only verified messages are answered (an old genuine state, or one of another agent's under
+    this agent's key): an unverifiable one may be another worker's during a key rotation, and
+    agents fail safe on those. Two workers answering the same message write the same bytes.
     """
 
     def __init__(
@@ -279,12 +290,17 @@ class PauseTopicFollower:
         topic: str,
         verifier: PauseVerifier,
         on_state: Callable[[PausePayload], Any] | None = None,
+        republish: Callable[[str, bytes], Awaitable[Any]] | None = None,
         **kafka_kwargs: Any,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.verifier = verifier
         self.on_state = on_state
+        self.republish = republish
+        self.raw: dict[str, bytes] = {}  # per agent: the signed bytes of its current state
+        self.stale: set[str] = set()  # agents whose last message read is not their current state
+        self.republished = 0
         kafka_kwargs.setdefault("fetch_max_wait_ms", 200)
         self.kafka_kwargs = kafka_kwargs
         self.states: dict[str, PausePayload] = {}
@@ -326,24 +342,56 @@ class PauseTopicFollower:
             for records in batch.values():
                 for record in records:
                     await self._handle(record)
+            await self.restore_stale()
+
+    async def restore_stale(self) -> None:
+        """Write the current state again for agents whose last message is not it (see above)."""
+        if self.republish is None:
+            return
+        for agent in sorted(self.stale):
+            current = self.states[agent]
+            log.warning("guard.pause: the last message for %s is not its current state (seq %d, %s): an old or "
+                        "misplaced message was written after it; writing the current state again",
+                        agent, current.seq, current.state)
+            try:
+                await self.republish(agent, self.raw[agent])
+            except Exception as exc:  # noqa: BLE001 - the broker or a producer not started yet: next round
+                log.warning("guard.pause: could not write %s's state again yet (%r); retrying", agent, exc)
+                return
+            self.stale.discard(agent)
+            self.republished += 1
 
     async def _handle(self, record: Any) -> None:
         if record.key is None or record.value is None:
             return
+        agent = record.key.decode("utf-8", "replace")
         try:
             payload = self.verifier.verify(record.value)
         except PauseRejected as exc:
             self.rejected += 1
             log.warning("guard.pause offset %d: %s; ignored", record.offset, exc.reason)
+            # Not answered: during a key rotation another worker's messages are unverifiable here, and
+            # two workers answering each other's would never stop. Agents fail safe on them anyway.
             return
-        if payload.agent != record.key.decode("utf-8", "replace"):
+        if payload.agent != agent:
             self.rejected += 1
+            self._mark_stale(agent)
             return
-        current = self.states.get(payload.agent)
+        current = self.states.get(agent)
         if current is not None and payload.seq <= current.seq:
+            if record.value == self.raw.get(agent):
+                self.stale.discard(agent)  # a copy of the current state: what restore_stale writes
+            else:
+                self.stale.add(agent)
             return
-        self.states[payload.agent] = payload
+        self.states[agent] = payload
+        self.raw[agent] = record.value
+        self.stale.discard(agent)
         if self.on_state is not None:
             result = self.on_state(payload)
             if asyncio.iscoroutine(result):
                 await result
+
+    def _mark_stale(self, agent: str) -> None:
+        if agent in self.states:  # an agent with no verified state has nothing to restore
+            self.stale.add(agent)

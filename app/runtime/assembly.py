@@ -60,7 +60,8 @@ def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
     runtime.extra_services.append(ReviewServices(review))
     runtime.extra_services.append(TimelineService(settings, timeline))
     runtime.extra_services.append(DeliveryRunner(settings, metrics.registry, idempotent))
-    runtime.extra_services.append(PauseStateService(settings, signing_key.key_id, signing_key.public_key, runtime.on_pause_state))
+    runtime.extra_services.append(PauseStateService(settings, signing_key.key_id, signing_key.public_key,
+                                                    runtime.on_pause_state, republish=runtime.republish_pause))
     runtime.extra_services.extend(extra or [])
     shared = {"settings": settings, "policy": policy, "metrics": metrics, "board": board, "runtime": runtime,
               "review": review, "timeline": timeline}

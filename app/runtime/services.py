@@ -58,13 +58,16 @@ class DeliveryRunner(Service):
 
 class PauseStateService(Service):
     """Follows guard.pause: when an operator resumes an agent (CLI or API), the actor stage may
-    pause it again on new evidence, and the board and metrics show it active."""
+    pause it again on new evidence, and the board and metrics show it active; an old or replayed
+    message written after an agent's current state is answered with the current state again
+    (`republish`, see PauseTopicFollower)."""
 
-    def __init__(self, settings: Settings, key_id: str, public_key: Any, on_state: Any, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, key_id: str, public_key: Any, on_state: Any,
+                 republish: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.follower = PauseTopicFollower(
             settings.bootstrap_servers, settings.topics.pause, PauseVerifier({key_id: public_key}),
-            on_state=on_state, **client_kwargs(settings),
+            on_state=on_state, republish=republish, **client_kwargs(settings),
         )
 
     async def on_start(self) -> None:

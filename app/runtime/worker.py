@@ -259,6 +259,12 @@ class GuardRuntime(Service):
                 if payload.agent in alerts:
                     actor.stage.alerts.resume(payload.agent, alerts)
 
+    async def republish_pause(self, agent: str, value: bytes) -> None:
+        """Write an agent's current signed pause state to guard.pause again (PauseTopicFollower)."""
+        if self.producer is None:
+            raise RuntimeError("the runtime is not started")
+        await self.producer.send_and_wait(self.settings.topics.pause, key=agent.encode(), value=value)
+
     def current_value(self, record_key: str, field: str) -> Any:
         """The record state's last known value of a field, when this worker holds the record."""
         for state in self.stages[1].partitions.values() if len(self.stages) > 1 else ():

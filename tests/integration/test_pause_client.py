@@ -397,6 +397,49 @@ async def test_the_guard_side_follower_sees_every_agents_latest_verified_state(
             await follower.stop()
 
 
+async def test_an_old_resume_written_after_the_pause_is_answered_with_the_pause(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """guard.pause is compacted: only each agent's last message survives, and an agent starting
+    after compaction sees nothing else. A genuine old resume sent again after the pause would
+    survive and release a new agent; the guard's follower writes the pause again after it."""
+    from app.pause.publisher import PauseTopicFollower
+    from app.pause.signing import PauseVerifier
+
+    async with Rig(kafka_bootstrap, unique) as rig:
+        old_resume = await rig.publisher.resume(AGENT, "early", issued_by="ops")
+        await rig.publisher.pause(AGENT, "protected field")
+        follower = PauseTopicFollower(kafka_bootstrap, rig.topic, PauseVerifier({"guard-1": rig.signer.public_key}),
+                                      republish=rig.raw)
+        await follower.start()
+        try:
+            await until(lambda: follower.paused_agents() == [AGENT])
+            stranger = PauseSigner(Ed25519PrivateKey.generate(), "guard-9")  # unverifiable: not answered
+            await rig.raw(AGENT, stranger.sign_bytes(stranger.payload(agent=AGENT, state="active", reason="x",
+                                                                      seq=10**15, issued_at=10**12)))
+            await rig.publisher.pause("other-bot", "scope")  # something after it, to know it was read
+            await until(lambda: "other-bot" in follower.paused_agents())
+            assert follower.republished == 0 and follower.rejected == 1
+            await rig.raw(AGENT, rig.signer.sign_bytes(old_resume))  # the replay
+            await until(lambda: follower.republished == 1)
+            await rig.publisher.resume("other-bot", "fine", issued_by="ops")  # read past the copy: no loop
+            await until(lambda: follower.paused_agents() == [AGENT])
+            assert follower.republished == 1
+        finally:
+            await follower.stop()
+
+        survivors: dict[bytes, bytes] = {}  # what compaction keeps: the last message per key
+        async for record in read_to_end(kafka_bootstrap, rig.topic):
+            survivors[record.key] = record.value
+        compacted = Rig(kafka_bootstrap, f"{unique}.compacted")
+        compacted.signer, compacted.keys = rig.signer, rig.keys
+        async with compacted:
+            for key, value in survivors.items():
+                await compacted.raw(key.decode(), value)
+            guard = await compacted.guard()  # an agent starting after compaction
+            assert guard.is_paused() and guard.accepted.reason == "protected field"  # type: ignore[union-attr]
+
+
 async def test_resume_over_http_reaches_the_agent_and_refusals_say_why(
     kafka_bootstrap: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

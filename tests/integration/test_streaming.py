@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from app.pause.keys import signing_key_from_settings
 from app.runtime.assembly import build_runtime
 from app.runtime.model_checkpoints import agent_of
 from app.runtime.topics import changelog_topic
@@ -50,6 +51,17 @@ async def test_raw_vendor_payloads_flow_to_alerts_and_a_signed_pause(kafka_boots
         assert velocity[0]["details"]["count"] == 21  # decided on the record that crossed the cap
         pauses = await read_topic(kafka_bootstrap, settings.topics.pause)
         assert len(pauses) == 1 and pauses[0].key == b"enrich-bot"
+        # an old signed resume written after the pause would be all an agent starting after
+        # compaction sees: the worker writes the pause again after it
+        signer = signing_key_from_settings(settings, create=False).signer()
+        old = signer.payload(agent="enrich-bot", state="active", reason="old", seq=1, issued_at=T0)
+        await produce(kafka_bootstrap, settings.topics.pause, [signer.sign_bytes(old)], key=b"enrich-bot")
+
+        async def last_pause_message() -> bool:
+            records = await read_topic(kafka_bootstrap, settings.topics.pause)
+            return len(records) == 3 and records[-1].value == pauses[0].value
+
+        assert await wait_for(last_pause_message, 20)
         timeline = await read_topic(kafka_bootstrap, settings.topics.timeline)
         values = [orjson.loads(r.value) for r in timeline]
         assert sum(len(v) for v in values if isinstance(v, list)) == 26  # one row per field change
