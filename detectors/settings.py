@@ -182,6 +182,17 @@ class StageAnomalySettings(_Section):
 
     min_skipped_stages: int = Field(default=2, gt=0)
     owner_inactive_after: Duration = 14 * 86_400_000
+    owner_fields: dict[str, list[str]] = Field(
+        default_factory=lambda: {"hubspot": ["hubspot_owner_id"], "salesforce": ["OwnerId"],
+                                 "pipedrive": ["owner_id", "user_id"]}
+    )
+    """Per vendor, the deal fields that hold its owner (Pipedrive: v2 owner_id, v1 user_id)."""
+    owners_are_users: list[str] = Field(default_factory=lambda: ["salesforce", "pipedrive"])
+    """Vendors whose owner ids are the user ids their change events name (Salesforce OwnerId and
+    commitUser, Pipedrive owner_id and meta.user_id). HubSpot's are not: hubspot_owner_id is an
+    owner id, sourceId a user id; map them in `owner_user_ids`."""
+    owner_user_ids: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Per vendor, owner id -> user id (HubSpot: `id` -> `userId` of GET /crm/v3/owners)."""
     support_window: Duration = 7 * 86_400_000
     severities: dict[str, Severity3] = Field(default_factory=lambda: dict(DEFAULT_STAGE_SEVERITIES))
     pipelines: dict[str, dict[str, PipelineSpec]] = Field(default_factory=dict)

@@ -9,14 +9,19 @@ order (pipelines_default.py, overridable in `pipelines`):
   * `skip`: forward past at least `min_skipped_stages` (2) open stages;
   * `backwards`: to an earlier open stage, or reopening a won/lost deal;
   * `closing`: to won or lost;
-  * `owner_inactive`: no human changed the deal for `owner_inactive_after` (14d) (and the guard
-    has watched it at least that long; "human" stands in for the owner, whose CRM user id the
-    change stream does not tie to an actor id).
+  * `owner_inactive`: the deal's owner did not change it for `owner_inactive_after` (14d) (and
+    the guard has watched it at least that long). The owner is the deal's owner field
+    (`owner_fields`); a change is the owner's when its human actor's user id is the owner's:
+    directly where owner ids are user ids (`owners_are_users`: Salesforce, Pipedrive), through
+    `owner_user_ids` elsewhere (HubSpot owner ids are not user ids). A new owner's clock starts
+    at the assignment. When the owner is unknown or cannot be tied to a user, any human's
+    change stands in for the owner's.
 One finding per reason, group = reason, severity from `severities` (merged over the shipped
 ones: warning; owner_inactive info:
 tidying stale deals is a common agent task, so it is evidence, not an alert on its own).
-State: one entry per deal `{"f": first_seen, "h": last_human_ms, "p": pipeline}` (~100 bytes);
-`compact()` drops deals idle for `retention` (90d). Cost: deals only, O(changes).
+State: one entry per deal `{"f": first_seen, "h": last_human_ms, "p": pipeline}`, plus `"o":
+owner` and `"oa": the owner's last change (or assignment) ms` once an owner is seen (~100-150
+bytes); `compact()` drops deals idle for `retention` (90d). Cost: deals only, O(changes).
 
 `SupportContextDetector` (LINK, `stage_support_context`): the case we start from, a deal stage
 moved on a support e-mail. Keyed by account (`source/company/id`, `source/contact/id`, from the
@@ -131,6 +136,7 @@ class StageAnomalyDetector:
             move = stage_move(obs, settings)
             if move is not None:
                 findings = self._judge(obs, move, entry, last_human, pipeline, first_event, settings)
+        _follow_owner(event, entry, settings)
         if actor.kind is _HUMAN:
             last_human = max(last_human, now)
         entry["h"] = last_human
@@ -173,14 +179,19 @@ class StageAnomalyDetector:
                         elif step - 1 >= settings.min_skipped_stages:
                             skipped = step - 1
                             reasons["skip"] = f"skipped {skipped} stages"
-        idle_since = last_human or entry["f"]
+        owner = entry.get("o")
+        by_owner = owner is not None and owner_user(settings, obs.event.source, owner) is not None
+        idle_since = (entry.get("oa") or entry["f"]) if by_owner else (last_human or entry["f"])
         if not first_event and now - idle_since > settings.owner_inactive_after:
             days = (now - idle_since) // DAY_MS
-            reasons["owner_inactive"] = (
-                f"no human touched it for {days} days"
-                if last_human
-                else f"no human touched it in {days} days watched"
-            )
+            if by_owner:
+                reasons["owner_inactive"] = f"its owner ({owner}) did not touch it for {days} days"
+            else:
+                reasons["owner_inactive"] = (
+                    f"no human touched it for {days} days"
+                    if last_human
+                    else f"no human touched it in {days} days watched"
+                )
         if not reasons:
             return []
         agent = obs.event.actor.id
@@ -192,6 +203,9 @@ class StageAnomalyDetector:
             "reasons": sorted(reasons),
             "last_human_at": last_human or None,
         }
+        if owner is not None:
+            base["owner"] = owner
+            base["owner_acted_at"] = entry.get("oa") if by_owner else None
         findings = []
         for reason in sorted(reasons):
             severity = _severity(settings, reason)
@@ -209,7 +223,7 @@ class StageAnomalyDetector:
     def compact(state: State, now_ms: int, settings: StageAnomalySettings | None = None) -> int:
         """Drop deals idle for `retention` (by their last human change or first sight)."""
         retention = (settings or StageAnomalySettings()).retention
-        stale = [k for k, v in state.items() if max(v["h"], v["f"]) < now_ms - retention]
+        stale = [k for k, v in state.items() if max(v["h"], v["f"], v.get("oa", 0)) < now_ms - retention]
         for key in stale:
             del state[key]
         return len(stale)
@@ -218,6 +232,50 @@ class StageAnomalyDetector:
         """`compact` with the policy's `stage_anomaly.retention`: what the stages call once per
         `pipeline.COMPACT_EVERY_MS` of event time."""
         return self.compact(state, now_ms, policy.detectors.stage_anomaly)
+
+
+def owner_value(value: Any) -> str | None:
+    """An owner field's value as an id: Pipedrive v1 may send `{"id": 7, "name": ...}`."""
+    if isinstance(value, dict):
+        value = value.get("id", value.get("value"))
+    if value is None or isinstance(value, (bool, list, dict)):
+        return None
+    return _text(value) or None
+
+
+def _user_key(vendor: str, user_id: str) -> str:
+    # Salesforce ids come in a 15-character case-sensitive and an 18-character form; the first
+    # 15 characters are the same record.
+    return user_id[:15] if vendor == "salesforce" and len(user_id) == 18 else user_id
+
+
+def owner_user(settings: StageAnomalySettings, vendor: str, owner: str) -> str | None:
+    """The user id change events name for a deal owner, or None when the two cannot be tied."""
+    mapped = settings.owner_user_ids.get(vendor, {}).get(owner)
+    if mapped is not None:
+        return _user_key(vendor, str(mapped))
+    return _user_key(vendor, owner) if vendor in settings.owners_are_users else None
+
+
+def _follow_owner(event: Any, entry: dict[str, Any], settings: StageAnomalySettings) -> None:
+    """Keep the deal's owner and when the owner last changed it (an assignment counts)."""
+    fields = settings.owner_fields.get(event.source)
+    if fields:
+        for change in event.changes:
+            if change.field in fields:
+                owner = owner_value(change.new)
+                if owner != entry.get("o"):
+                    if owner is None:
+                        entry.pop("o", None)
+                    else:
+                        entry["o"] = owner
+                    entry["oa"] = event.occurred_at
+    owner = entry.get("o")
+    user = event.actor.identity.user_id
+    if owner is None or not user or event.actor.kind is not _HUMAN:
+        return
+    if owner_user(settings, event.source, owner) == _user_key(event.source, user):
+        entry["oa"] = event.occurred_at
 
 
 _SUPPORT = "support"

@@ -118,6 +118,56 @@ def test_owner_inactive_boundary_and_first_sight():
     assert len(r.of("stage_anomaly")) == 1
 
 
+def test_owner_inactive_means_the_deals_owner_when_events_tie_owners_to_users():
+    """Salesforce: OwnerId is the user id commitUser names. Another rep's edits are not the
+    owner's; the owner's are; a reassignment starts the new owner's clock."""
+    r = run()
+    sf = dict(source="salesforce", object_type=DEAL)
+    r.feed(event("006A", {"StageName": "Prospecting", "OwnerId": "005000000000001AAA"}, by="005000000000009", kind=HUMAN, **sf))
+    r.feed(event("006A", {"Amount": 5000}, at=10 * D, by="005000000000002AAA", kind=HUMAN, **sf))  # not the owner
+    r.feed(deal("006A", "Qualification", 15 * D, source="salesforce"))
+    (f,) = r.of("stage_anomaly")
+    assert f.group == "owner_inactive" and "its owner (005000000000001AAA) did not touch it for 15 days" in f.summary
+    assert f.details["owner"] == "005000000000001AAA" and f.details["owner_acted_at"] is not None
+
+    r.feed(event("006B", {"StageName": "Prospecting", "OwnerId": "005000000000001AAA"}, by="005000000000009", kind=HUMAN, **sf))
+    r.feed(event("006B", {"Amount": 5}, at=10 * D, by="005000000000001", kind=HUMAN, **sf))  # the owner (15-char id)
+    r.feed(deal("006B", "Qualification", 15 * D, source="salesforce"))
+    r.feed(event("006B", {"OwnerId": "005000000000003AAA"}, at=20 * D, by="005000000000009", kind=HUMAN, **sf))
+    r.feed(deal("006B", "Needs Analysis", 30 * D, source="salesforce"))  # 10 days after the assignment
+    assert len(r.of("stage_anomaly")) == 1
+
+
+def test_hubspot_owners_are_tied_to_users_only_through_the_policy():
+    """hubspot_owner_id is an owner id, sourceId a user id: unmapped, any human stands in."""
+    def feed(r: Run) -> None:
+        r.feed(event("9", {"dealstage": "appointmentscheduled", "hubspot_owner_id": "77"}, by="1001", kind=HUMAN,
+                     object_type=DEAL))
+        r.feed(event("9", {"amount": "10"}, at=10 * D, by="2002", kind=HUMAN, object_type=DEAL))  # another rep
+        r.feed(deal("9", "qualifiedtobuy", 15 * D))
+
+    unmapped = run()
+    feed(unmapped)
+    assert reasons(unmapped) == []  # a human acted 5 days ago, and 77 cannot be tied to a user
+    mapped = run(owner_user_ids={"hubspot": {"77": "1001"}})
+    feed(mapped)
+    assert reasons(mapped) == ["owner_inactive"] and "its owner (77)" in mapped.of("stage_anomaly")[0].summary
+
+
+def test_pipedrive_v1_owner_objects_and_v2_owner_ids():
+    r = run()
+    pd = dict(source="pipedrive", object_type=DEAL)
+    r.feed(event("5", {"stage_id": 1, "user_id": {"id": 42, "name": "Ann"}}, by="7", kind=HUMAN, **pd))
+    r.feed(event("5", {"value": 10}, at=D, by="42", kind=HUMAN, **pd))  # Ann, the owner
+    r.feed(deal("5", 2, 16 * D, source="pipedrive"))
+    assert [f.details.get("owner") for f in r.of("stage_anomaly")] == ["42"]
+    assert "did not touch it for 15 days" in r.of("stage_anomaly")[0].summary
+    r.feed(event("6", {"stage_id": 1, "owner_id": 42}, by="7", kind=HUMAN, **pd))
+    r.feed(event("6", {"value": 10}, at=10 * D, by="42", kind=HUMAN, **pd))
+    r.feed(deal("6", 2, 16 * D, source="pipedrive"))
+    assert len(r.of("stage_anomaly")) == 1  # the owner acted 6 days before
+
+
 def test_moves_after_support_with_no_sales_activity():
     r = run()
     r.feed(
