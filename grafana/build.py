@@ -204,7 +204,7 @@ def fleet() -> dict[str, Any]:
         (stat("Overrides (24h)", "sum(increase(crm_guard_overrides_total[24h])) or vector(0)", decimals=0,
               steps=((None, GREEN), (1, YELLOW)),
               description="Humans setting back a field an agent changed."), 4, 4),
-        (stat("Review backlog", "sum(crm_guard_review_backlog) or vector(0)", steps=((None, GREEN), (20, YELLOW))), 4, 4),
+        (stat("Review backlog", "sum(max by (agent) (crm_guard_review_backlog)) or vector(0)", steps=((None, GREEN), (20, YELLOW))), 4, 4),
 
         (row("Who changes the CRM"), 24, 1),
         (timeseries("Changes by actor kind", targets(
@@ -283,7 +283,7 @@ def agent() -> dict[str, Any]:
               steps=((None, GREEN), (1, YELLOW))), 4, 4),
         (stat("Pauses (7d)", f"sum(increase(crm_guard_pauses_total{{{a}}}[7d])) or vector(0)", decimals=0,
               steps=((None, GREEN), (1, RED))), 4, 4),
-        (stat("Review backlog", f"sum(crm_guard_review_backlog{{{a}}}) or vector(0)",
+        (stat("Review backlog", f"sum(max by (agent) (crm_guard_review_backlog{{{a}}})) or vector(0)",
               steps=((None, GREEN), (20, YELLOW))), 4, 4),
 
         (row("Activity"), 24, 1),
@@ -305,7 +305,7 @@ def agent() -> dict[str, Any]:
              "override rate")), "percentunit"), 8, 8),
         (timeseries("Trust by field tier", targets(
             (f"max by (tier) (crm_guard_agent_trust{{{a}}})", "{{tier}}")), "percentunit"), 8, 8),
-        (timeseries("Review backlog", targets((f"sum(crm_guard_review_backlog{{{a}}})", "pending proposals"))), 8, 8),
+        (timeseries("Review backlog", targets((f"sum(max by (agent) (crm_guard_review_backlog{{{a}}}))", "pending proposals"))), 8, 8),
         (text("Where to look next",
               "Open **[the agent page](${guard_url}/agents/${agent})** for its recent changes on each record "
               "(human and agent lanes), open alerts and a revert plan preview, or run "

@@ -12,6 +12,10 @@ Every state change is first written to guard.decisions (see store.py), then its 
 produced, then the record is marked done; `start()` redoes the effects of records left undone by a
 crash, so effects are at least once (crm.approved consumers dedup by proposal_id). Decisions are
 serialized by one lock: a proposal is decided once (the second decision gets AlreadyDecided).
+Several workers share guard.decisions and each follows it (store.py), so any worker's API and
+page show every proposal and decision; two workers deciding the same proposal in the same
+fraction of a second both succeed (the later write is the record; crm.approved consumers dedup),
+and trust moved on two workers at once keeps the later write.
 
 Messages (all JSON, keyed by agent):
 * crm.approved: {"proposal_id", "agent", "change", "decision": auto|approved|modified|implicit,
@@ -163,7 +167,8 @@ class ReviewService:
         for record in self.store.undone():
             await self._finish(record)
         self._refresh_metrics()
-        self._tasks = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._finding_loop())]
+        self._tasks = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._finding_loop()),
+                       asyncio.create_task(self.log.follow(self.store, self._refresh_metrics))]
         self.started.set()
 
     async def stop(self) -> None:
@@ -341,8 +346,8 @@ class ReviewService:
             ids = self.store.prunable(now, self.keep_decided_ms)
             assert self.log is not None
             for pid in ids:
-                await self.log.write(pid, None)
-                self.store.apply_message(pid, None)
+                offset = await self.log.write(pid, None)
+                self.store.apply_message(pid, None, offset)
         return len(ids)
 
     # ---- overrides and pins -------------------------------------------------------------------
@@ -506,13 +511,17 @@ class ReviewService:
     async def _save(self, record: ReviewRecord) -> None:
         assert self.log is not None, "ReviewService.start() was not awaited"
         key, value = encode_record(record)
-        await self.log.write(key, value)
-        self.store.put(record)
+        offset = await self.log.write(key, value)
+        self.store.put(record, offset)
 
     async def _save_trust(self, agent: str) -> None:
         assert self.log is not None, "ReviewService.start() was not awaited"
-        key, value = encode_trust(agent, self.store.trust[agent])
-        await self.log.write(key, value)
+        state = self.store.trust[agent]
+        key, value = encode_trust(agent, state)
+        if self.store.newer(key, await self.log.write(key, value)):
+            # what we wrote is the latest: hold it, even if the follower applied another worker's
+            # older trust message while we waited for the broker
+            self.store.trust[agent] = state
 
     async def _send(self, topic: str, key: str, message: Mapping[str, Any]) -> None:
         assert self.producer is not None

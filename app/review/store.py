@@ -9,9 +9,13 @@ the order of writes is the order of reads), keyed by
   (detectors/trust.py); proposal ids cannot contain ':' so the keys never collide.
 
 On start the log is read from the beginning to the end offsets into a fresh store; afterwards
-every change is written (and acknowledged) before the index is updated. Memory: decided records
-are kept `keep_decided` (default 90 days) and then tombstoned; pending records are kept until
-decided or expired. Each record is about 2 KB in memory.
+every change is written (and acknowledged) before the index is updated, and the log is followed
+(`DecisionLog.follow`), so that what other workers write (a proposal submitted or decided there,
+an agent's trust moved by its overrides) reaches this worker's store, API and page within a
+fetch. The store remembers the offset each key was last written at and never applies an older
+one, so a follower behind this worker's own write cannot roll a decision back. Memory: decided
+records are kept `keep_decided` (default 90 days) and then tombstoned; pending records are kept
+until decided or expired. Each record is about 2 KB in memory.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from app.review.models import ReviewFilter, ReviewRecord, ReviewStatus
 from app.runtime.kafka_client import topic_partitions
@@ -41,28 +45,48 @@ class ReviewStore:
     def __init__(self) -> None:
         self.records: dict[str, ReviewRecord] = {}
         self.trust: dict[str, Any] = {}
+        self.offsets: dict[str, int] = {}  # per key: the guard.decisions offset last applied
 
     # ---- applying log messages ---------------------------------------------------------------
 
-    def apply_message(self, key: bytes | str | None, value: bytes | None) -> None:
-        """Apply one guard.decisions message (None value: a tombstone)."""
+    def newer(self, key: str, offset: int | None) -> bool:
+        """Whether a message at `offset` is newer than what the store holds for `key` (and note it)."""
+        if offset is None:
+            return True
+        held = self.offsets.get(key, -1)
+        if offset <= held:
+            return False
+        self.offsets[key] = offset
+        return True
+
+    def apply_message(self, key: bytes | str | None, value: bytes | None, offset: int | None = None) -> bool:
+        """Apply one guard.decisions message (None value: a tombstone) unless the store already
+        holds a newer one for its key; returns whether it was applied."""
         if key is None:
-            return
+            return False
         text = key.decode() if isinstance(key, bytes) else key
+        if not self.newer(text, offset):
+            return False
         if value is None:
+            # Gone: nothing to protect any more (a follower still behind may bring an older copy
+            # back until it reads this tombstone too).
+            self.offsets.pop(text, None)
             if text.startswith(TRUST_PREFIX):
                 self.trust.pop(text[len(TRUST_PREFIX):], None)
             else:
                 self.records.pop(text, None)
-            return
+            return True
         data = orjson.loads(value)
         if data.get("type") == "trust":
             self.trust[data["agent"]] = data["state"]
         else:
-            self.put(ReviewRecord.model_validate(data))
+            self.records[text] = ReviewRecord.model_validate(data)
+        return True
 
-    def put(self, record: ReviewRecord) -> None:
-        self.records[record.proposal_id] = record
+    def put(self, record: ReviewRecord, offset: int | None = None) -> None:
+        """Hold a record this worker wrote at `offset` (kept out if a newer one was followed)."""
+        if self.newer(record.proposal_id, offset):
+            self.records[record.proposal_id] = record
 
     # ---- queries ------------------------------------------------------------------------------
 
@@ -131,6 +155,7 @@ class DecisionLog:
         self.topic = topic
         self.producer = producer
         self.client_kwargs = client_kwargs or {}
+        self.positions: dict[TopicPartition, int] = {}  # where the rebuild stopped: the follower's start
 
     async def ensure_topic(self, replication_factor: int = 1) -> bool:
         """Create the compacted topic (one partition) unless it exists; True when created."""
@@ -148,9 +173,10 @@ class DecisionLog:
         finally:
             await admin.close()
 
-    async def write(self, key: str, value: bytes | None) -> None:
-        """Produce one record and wait for the broker's acknowledgement."""
-        await self.producer.send_and_wait(self.topic, key=key.encode(), value=value)
+    async def write(self, key: str, value: bytes | None) -> int:
+        """Produce one record and wait for the broker's acknowledgement; returns its offset."""
+        metadata = await self.producer.send_and_wait(self.topic, key=key.encode(), value=value)
+        return int(metadata.offset)
 
     async def rebuild(self, store: ReviewStore, timeout_s: float = 60.0) -> int:
         """Read the topic from the beginning to its current end into `store`; returns messages read."""
@@ -174,14 +200,43 @@ class DecisionLog:
                 batch = await reader.getmany(*pending, timeout_ms=500, max_records=5000)
                 for records in batch.values():
                     for rec in records:
-                        store.apply_message(rec.key, rec.value)
+                        store.apply_message(rec.key, rec.value, rec.offset)
                         count += 1
                 for tp in list(pending):
                     if await reader.position(tp) >= ends[tp]:
                         pending.discard(tp)
+            self.positions = {tp: await reader.position(tp) for tp in tps}
             log.info("review store: rebuilt %d records from %s in %.2fs", count, self.topic,
                      time.monotonic() - started)
             return count
+        finally:
+            await reader.stop()
+
+    async def follow(self, store: ReviewStore, on_applied: Callable[[], Any] | None = None) -> None:
+        """Apply what is written after the rebuild (by any worker) until cancelled; `on_applied`
+        runs after each batch that changed the store. Broker errors are retried: the consumer
+        reconnects on its own, and a follower that stopped would leave the page stale."""
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                  fetch_max_wait_ms=200, **self.client_kwargs)
+        await reader.start()
+        try:
+            tps = list(self.positions) or [TopicPartition(self.topic, 0)]
+            reader.assign(tps)
+            for tp in tps:
+                reader.seek(tp, self.positions.get(tp, 0))
+            while True:
+                try:
+                    batch = await reader.getmany(timeout_ms=1000, max_records=1000)
+                except KafkaError as exc:
+                    log.warning("review store: following %s failed (%r); retrying", self.topic, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                changed = False
+                for records in batch.values():
+                    for rec in records:
+                        changed = store.apply_message(rec.key, rec.value, rec.offset) or changed
+                if changed and on_applied is not None:
+                    on_applied()
         finally:
             await reader.stop()
 

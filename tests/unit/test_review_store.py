@@ -127,3 +127,30 @@ def test_parse_proposal_errors_name_the_field_not_the_value() -> None:
         parse_proposal(data)
     assert "change.occurred_at" in str(err.value) and "secret@example.com" not in str(err.value)
     assert parse_proposal(orjson.dumps(proposal("ok").model_dump(mode="json"))).proposal_id == "ok"
+
+
+def test_a_followed_message_older_than_what_the_store_holds_is_not_applied() -> None:
+    """Several workers write guard.decisions and each follows it: this worker's own write (put at
+    its offset) must not be rolled back by the follower reading an older message afterwards."""
+    store = ReviewStore()
+    pending, approved = record("p-1"), record("p-1", ReviewStatus.APPROVED)
+    store.put(approved, offset=7)  # this worker decided it; the write landed at offset 7
+    key, value = encode_record(pending)
+    assert not store.apply_message(key, value, 5)  # the follower, behind, reads the submission
+    assert store.get("p-1").status is ReviewStatus.APPROVED  # type: ignore[union-attr]
+    assert not store.apply_message(*encode_record(approved), 7)  # its own write read back
+    later = record("p-1", ReviewStatus.REJECTED)
+    assert store.apply_message(*encode_record(later), 9)  # another worker's later decision
+    assert store.get("p-1").status is ReviewStatus.REJECTED  # type: ignore[union-attr]
+    store.put(approved, offset=8)  # a write acknowledged after the follower applied a newer one
+    assert store.get("p-1").status is ReviewStatus.REJECTED  # type: ignore[union-attr]
+
+
+def test_tombstones_by_offset_and_trust_keys() -> None:
+    store = ReviewStore()
+    store.put(record("p-1", ReviewStatus.APPROVED), offset=3)
+    assert store.apply_message("p-1", None, 4) and store.get("p-1") is None and "p-1" not in store.offsets
+    assert store.apply_message(*encode_trust("enricher", {"low": [1, 2]}), 10)
+    assert not store.apply_message(*encode_trust("enricher", {"low": [0, 0]}), 6)
+    assert store.trust["enricher"] == {"low": [1, 2]}
+    assert store.apply_message(*encode_record(record("p-2")))  # no offset (tests, tools): always applied
