@@ -44,6 +44,8 @@ class Alert(BaseModel):
     first_event_at: int
     last_event_at: int
     detected_at: int = Field(description="event time of the finding that opened the alert")
+    resolved_at: int | None = Field(default=None, description="event time at which it resolved: quiet for "
+                                    "resolve_after (None while open)")
     summary: str
     evidence_event_ids: list[str] = Field(default_factory=list)
     action: Literal["none", "paused"] = "none"
@@ -161,6 +163,7 @@ class AlertManager:
         for slot in done:
             alert = entry["open"].pop(slot)
             alert["status"] = "resolved"
+            alert["resolved_at"] = now_ms
             alert["version"] += 1
             resolved.append(_to_alert(alert))
         return resolved

@@ -30,9 +30,13 @@ class ConsolePrinter:
         self.shown[alert.dedup_key] = state
         who = alert.agent or alert.actor_key
         action = "  -> PAUSED" if alert.action == "paused" else ""
-        status = "resolved " if alert.status == "resolved" else ""
+        if alert.status == "resolved":  # stamped when it resolved, so lines stay in time order
+            when, status = alert.resolved_at or alert.last_event_at, "resolved "
+            action = f"  (opened {_when(alert.detected_at)})"
+        else:
+            when, status = alert.detected_at, ""
         sys.stdout.write(
-            f"[{_when(alert.detected_at)}] {status}{alert.severity.value.upper():8} {alert.kind:18} {who}: "
+            f"[{_when(when)}] {status}{alert.severity.value.upper():8} {alert.kind:18} {who}: "
             f"{alert.summary}{action}\n"
         )
         sys.stdout.flush()

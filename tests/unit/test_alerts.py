@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from detectors.alerts import AlertManager, dedup_key_for
 from detectors.base import Finding, Severity
 from detectors.events import ActorKind
@@ -59,8 +61,10 @@ def test_pause_is_decided_once_until_resumed() -> None:
 def test_quiet_alerts_resolve_and_a_new_one_gets_a_new_key() -> None:
     manager, state = AlertManager(AlertSettings(resolve_after="1h")), {}
     first, _ = manager.add(finding(1, at=0), state)
+    assert manager.tick("bot", 3_599_999, state) == [] and first[0].resolved_at is None
     resolved = manager.tick("bot", 3_600_000, state)
     assert [a.status for a in resolved] == ["resolved"] and resolved[0].dedup_key == first[0].dedup_key
+    assert resolved[0].resolved_at == 3_600_000  # event time of the resolution, not of the opening
     second, _ = manager.add(finding(2, at=3_700_000), state)
     assert second[0].dedup_key != first[0].dedup_key
 
@@ -72,3 +76,18 @@ def test_severity_only_rises() -> None:
     assert alerts[-1].severity is Severity.CRITICAL
     manager.add(finding(3, Severity.WARNING), state)
     assert manager.open_alerts(state)[0].severity is Severity.CRITICAL
+
+
+def test_the_console_prints_a_resolved_alert_at_its_resolution_time(capsys: Any) -> None:
+    from app.runtime.console import ConsolePrinter
+    from app.runtime.worker import AlertBoard
+
+    board = AlertBoard()
+    ConsolePrinter(board).attach()
+    manager, state = AlertManager(AlertSettings(resolve_after="1h")), {}
+    opened, _ = manager.add(finding(1, at=0), state)
+    board.add(opened[0])
+    board.add(manager.tick("bot", 2 * 3_600_000, state)[0])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[1970-01-01 00:00] WARNING") and "resolved" not in lines[0]
+    assert lines[1].startswith("[1970-01-01 02:00] resolved WARNING") and lines[1].endswith("(opened 1970-01-01 00:00)")
