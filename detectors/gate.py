@@ -11,9 +11,11 @@
    the agent's current distinct-record count per cap (`velocity_counts`, an input: the gate keeps
    no windows itself);
 4. otherwise the tier of the change is the highest tier among its changed fields (deletes and
-   merges count as high: they destroy data); `act` when the agent's autonomy in that tier is
-   `act` (runtime pin, policy pin, trust-managed level, policy level: see detectors/trust.py),
-   else `review` (at `observe` the reason says "escalate": nobody trusts the agent there yet).
+   merges count as high: they destroy data); `review` when the agent is paused (`paused`: the
+   reason it was paused; a paused agent's changes wait for a person, whatever its autonomy,
+   until it is resumed); `act` when the agent's autonomy in that tier is `act` (runtime pin,
+   policy pin, trust-managed level, policy level: see detectors/trust.py), else `review` (at
+   `observe` the reason says "escalate": nobody trusts the agent there yet).
 
 `autonomy_breach(obs, policy, trust_state)`: a direct write on crm.changes by an agent whose
 autonomy in the write's tier is observe or propose (it should have proposed, not written) is a
@@ -122,8 +124,10 @@ def decide(
     trust_state: TrustState,
     velocity_counts: Mapping[str, int] | None = None,
     settings: TrustSettings | None = None,
+    paused: str | None = None,
 ) -> Decision:
-    """act, review or reject one proposal (see the module docstring for the rules, in order)."""
+    """act, review or reject one proposal (see the module docstring for the rules, in order);
+    `paused` is why the agent is paused, None when it is not."""
     agent_name = proposal.agent
     agent = policy.agent(agent_name)
     change = proposal.change
@@ -155,6 +159,9 @@ def decide(
     level, source = model.level_and_source(trust_state, policy, agent_name, tier)
     trust = model.trust(trust_state, agent_name, tier, proposal.proposed_at)
     where = f"{tier.value} tier: autonomy {level.value} ({source}), trust {trust:.2f}"
+    if paused is not None:
+        return Decision("review", f"{agent_name} is paused ({paused}): its changes wait for a person until it is "
+                        f"resumed; {where}", tier=tier, trust=trust, level=level)
     if level is Autonomy.ACT:
         return Decision("act", f"approved automatically, {where}", tier=tier, trust=trust, level=level)
     if level is Autonomy.OBSERVE:

@@ -121,6 +121,7 @@ class ReviewService:
         registry: CollectorRegistry | None = None,
         current_value: CurrentValue | None = None,
         velocity_counts: VelocityCounts | None = None,
+        paused_reason: Callable[[str], str | None] | None = None,
         expire_after_ms: int | None = None,
         implicit_approval: bool = False,
         keep_decided_ms: int = 90 * DAY_MS,
@@ -138,6 +139,7 @@ class ReviewService:
         self.idempotent = idempotent
         self.current_value = current_value
         self.velocity_counts = velocity_counts
+        self.paused_reason = paused_reason  # agent -> why it is paused, None when it is not
         self.expire_after_ms = expire_after_ms
         self.implicit_approval = implicit_approval
         self.keep_decided_ms = keep_decided_ms
@@ -202,8 +204,9 @@ class ReviewService:
             counts = None
             if self.velocity_counts is not None:
                 counts = self.velocity_counts(proposal.agent, proposal.proposed_at)
+            paused = self.paused_reason(proposal.agent) if self.paused_reason is not None else None
             decision = decide(proposal, self.policy, self.store.trust, velocity_counts=counts,
-                              settings=self.policy.detectors.trust)
+                              settings=self.policy.detectors.trust, paused=paused)
             now = self._now()
             record = ReviewRecord(proposal=proposal, kind=proposal.kind, tier=decision.tier,
                                   gate=decision.to_dict(), received_at=now, done=False)

@@ -23,6 +23,14 @@ from app.web.server import WebServer
 from detectors.policy import Policy
 
 
+def paused_reason(board: AlertBoard, agent: str) -> str | None:
+    """Why an agent is paused (this worker's pauses and every signed one on guard.pause), else None."""
+    decision = board.paused.get(agent)
+    if decision is None:
+        return None
+    return decision.reason or decision.detector or "paused"
+
+
 def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
                   extra: list[Service] | None = None, board: AlertBoard | None = None) -> tuple[GuardRuntime, dict[str, Any]]:
     """The runtime service and the objects the web server shares with it.
@@ -51,6 +59,7 @@ def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
         settings, policy, registry=metrics.registry, trust_gauge=metrics.trust, idempotent=idempotent,
         current_value=lambda record_key, field: holder["runtime"].current_value(record_key, field),
         velocity_counts=lambda agent, at_ms: holder["runtime"].velocity_counts(agent, at_ms),
+        paused_reason=lambda agent: paused_reason(board, agent),
         publish_override_feedback=False,  # the actor stage publishes override feedback durably
     )
     runtime = GuardRuntime(settings, policy, encode_pause=encode_pause, metrics=metrics,

@@ -426,7 +426,8 @@ async def page_record(request: web.Request) -> web.Response:
     return _render(record_key, body, show)
 
 
-def _alerts_for(app: web.Application, agent: str) -> list[dict[str, Any]]:
+def _open_alerts(app: web.Application) -> list[dict[str, Any]]:
+    """Every open alert (app[ALERTS], else the board), newest evidence first."""
     source: Any = app.get(ALERTS)
     alerts: Iterable[Any] = ()
     if callable(source):
@@ -434,13 +435,24 @@ def _alerts_for(app: web.Application, agent: str) -> list[dict[str, Any]]:
     elif source is not None:
         alerts = source
     elif app.get(BOARD) is not None and hasattr(app[BOARD], "open_for"):
-        alerts = app[BOARD].open_for(agent)
+        alerts = app[BOARD].open_for(None)
     out = []
     for alert in alerts or ():
         data = alert.model_dump(mode="json") if hasattr(alert, "model_dump") else dict(alert)
-        if data.get("agent") == agent and data.get("status", "open") == "open":
+        if data.get("status", "open") == "open":
             out.append(data)
     return sorted(out, key=lambda a: (-int(a.get("last_event_at") or 0), str(a.get("dedup_key"))))
+
+
+def _alerts_for(app: web.Application, agent: str) -> list[dict[str, Any]]:
+    return [a for a in _open_alerts(app) if a.get("agent") == agent]
+
+
+def _paused_agents(app: web.Application, alerts: list[dict[str, Any]]) -> set[str]:
+    """Agents paused now: the board's pause state, or an open alert that paused them."""
+    board = app.get(BOARD)
+    paused = set(getattr(board, "paused", None) or ())
+    return paused | {a["agent"] for a in alerts if a.get("action") == "paused" and a.get("agent")}
 
 
 def _trust_for(app: web.Application, agent: str) -> Mapping[str, Any] | None:
@@ -506,6 +518,35 @@ def _alerts_html(alerts: list[dict[str, Any]]) -> str:
             f'<tbody>{"".join(rows)}</tbody></table></section>')
 
 
+def _state_badge(paused: bool) -> str:
+    return '<span class="badge paused">paused</span>' if paused else '<span class="badge active">active</span>'
+
+
+HOME_ALERTS = 50
+"""Open alerts listed on the home page (newest evidence first); each agent's page has its own."""
+
+
+def _all_alerts_html(alerts: list[dict[str, Any]]) -> str:
+    """Every open alert, agents' and others' (an unattributed identity has no page of its own)."""
+    if not alerts:
+        return '<section class="alerts"><h2>Open alerts</h2><p class="none">No open alerts.</p></section>'
+    rows = []
+    for a in alerts[:HOME_ALERTS]:
+        agent = a.get("agent")
+        who = (f'<a href="{_e(agent_url(agent))}">{_e(agent)}</a>' if agent else _e(a.get("actor_key")))
+        paused = ' <span class="badge paused">paused</span>' if a.get("action") == "paused" else ""
+        rows.append(
+            f'<tr class="sev-{_e(a.get("severity"))}"><td><span class="badge finding sev-{_e(a.get("severity"))}">'
+            f'{_e(a.get("severity"))}</span>{paused}</td><td>{_e(a.get("kind"))}</td><td>{who}</td>'
+            f'<td>{_e(a.get("summary"))}</td><td>{_e(iso(a.get("last_event_at")))}</td></tr>'
+        )
+    more = (f'<p class="none">{len(alerts) - HOME_ALERTS} more: GET /api/alerts?status=open</p>'
+            if len(alerts) > HOME_ALERTS else "")
+    return ('<section class="alerts"><h2>Open alerts</h2><table><thead><tr><th>Severity</th><th>Kind</th>'
+            '<th>Who</th><th>Summary</th><th>Latest evidence</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>{more}</section>')
+
+
 def _pause_html(agent: str, decision: Any, alerts: list[dict[str, Any]]) -> str:
     """Why the agent is paused and how it goes on: an on-call person opening the page from a
     page(r) needs both, also once the alert that paused it has been resolved."""
@@ -545,7 +586,7 @@ async def page_agent(request: web.Request) -> web.Response:
     if board is not None and isinstance(getattr(board, "paused", None), Mapping):
         decision = board.paused.get(agent)
         paused = paused or bool(decision)
-    status = '<span class="badge paused">paused</span>' if paused else '<span class="badge active">active</span>'
+    status = _state_badge(paused)
     stats = (f'{summary["records"]} records · {summary["changes"]} changes held · last change '
              f'{_e(iso(summary["last_at"]))}' if summary else "no changes on the timeline")
     fields = {item["field"] for item in page.items if item["field"]} | set(_multi(request, "field"))
@@ -585,16 +626,29 @@ async def page_index(request: web.Request) -> web.Response:
         f'<td>{", ".join(_e(a) for a in r["agents"])}</td><td class="num">{r["findings"]}</td></tr>'
         for r in records
     ) or '<tr><td colspan="6" class="none">No changes yet.</td></tr>'
+    open_alerts = _open_alerts(request.app)
+    paused = _paused_agents(request.app, open_alerts)
+    alert_counts: dict[str, int] = {}
+    for alert in open_alerts:
+        if alert.get("agent"):
+            alert_counts[alert["agent"]] = alert_counts.get(alert["agent"], 0) + 1
+    # an agent paused or alerted before any change of it reached the timeline is listed too
+    known = {a["agent"] for a in agents}
+    agents = agents + [{"agent": name, "records": 0, "changes": 0, "last_at": None}
+                       for name in sorted((paused | set(alert_counts)) - known)]
+    agents.sort(key=lambda a: a["agent"] not in paused)  # paused first; stable: most recent change next
     agent_rows = "".join(
-        f'<tr><td><a href="{_e(agent_url(a["agent"]))}">{_e(a["agent"])}</a></td><td class="num">{a["records"]}</td>'
-        f'<td class="num">{a["changes"]}</td><td>{_e(iso(a["last_at"]))}</td></tr>'
+        f'<tr><td><a href="{_e(agent_url(a["agent"]))}">{_e(a["agent"])}</a></td>'
+        f'<td>{_state_badge(a["agent"] in paused)}</td><td class="num">{alert_counts.get(a["agent"], 0)}</td>'
+        f'<td class="num">{a["records"]}</td><td class="num">{a["changes"]}</td><td>{_e(iso(a["last_at"]))}</td></tr>'
         for a in agents
-    ) or '<tr><td colspan="4" class="none">No agent changes yet.</td></tr>'
+    ) or '<tr><td colspan="6" class="none">No agent changes yet.</td></tr>'
     body = (
         '<form class="jump" id="jump"><label>Open record <input id="jump-key" placeholder="hubspot/contact/123">'
         '</label><button type="submit">Open</button></form>'
-        '<section class="agents"><h2>Agents</h2><table><thead><tr><th>Agent</th><th>Records</th><th>Changes</th>'
-        f'<th>Last change</th></tr></thead><tbody>{agent_rows}</tbody></table></section>'
+        '<section class="agents"><h2>Agents</h2><table><thead><tr><th>Agent</th><th>State</th><th>Open alerts</th>'
+        f'<th>Records</th><th>Changes</th><th>Last change</th></tr></thead><tbody>{agent_rows}</tbody></table></section>'
+        f'{_all_alerts_html(open_alerts)}'
         '<section class="records"><h2>Recently changed records</h2><table><thead><tr><th>Record</th>'
         '<th>Last change</th><th>Changes</th><th>Actor kinds</th><th>Agents</th><th>Findings</th></tr></thead>'
         f'<tbody>{rec_rows}</tbody></table></section>'

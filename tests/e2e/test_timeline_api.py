@@ -179,3 +179,35 @@ async def test_agent_page_says_why_it_is_paused_after_its_alert_resolved() -> No
     assert "utm_source on 3 records within 1h" in text and "no longer open" in text
     assert "crm-guard agents resume enricher" in text and "/api/agents/enricher/resume" in text
     assert '<section class="pause">' not in calm and 'class="badge active"' in calm
+
+
+async def test_home_page_puts_paused_agents_and_every_open_alert_first_in_view() -> None:
+    """What on-call needs on opening the guard: which agents are paused, how many alerts each has,
+    and every open alert, also of identities that are not agents (they have no page of their own)."""
+    from app.runtime.worker import AlertBoard
+    from app.web.keys import ALERTS, BOARD
+    from detectors.alerts import Alert, PauseDecision
+    from tests.e2e import timeline_data
+
+    board = AlertBoard()
+    board.paused["closer"] = PauseDecision(agent="closer", reason="stage moves", detector="stage_anomaly",
+                                           alert_id="a9", dedup_key="stage_anomaly:a9", event_id="e9", occurred_at=T0)
+    board.add(Alert.model_validate({**timeline_data.ALERTS[0], "action": "none"}))
+    board.add(Alert.model_validate({
+        "alert_id": "u1", "dedup_key": "unattributed_actor:u1", "kind": "unattributed_actor", "severity": "warning",
+        "actor_key": "unknown:salesforce:005XYZ", "actor_kind": "unknown", "first_event_at": T0,
+        "last_event_at": T0 + 2 * H, "detected_at": T0, "summary": "changes from an unattributed identity"}))
+    app = timeline_app()
+    del app[ALERTS]
+    app[BOARD] = board
+    async with TestClient(TestServer(app)) as c:
+        text = await (await c.get("/")).text()
+    agents = text[text.index('<section class="agents">'):text.index("</section>", text.index('<section class="agents">'))]
+    rows = agents.split("<tr>")[2:]
+    assert 'href="/agents/closer"' in rows[0] and 'class="badge paused"' in rows[0]  # paused, no changes yet: first
+    assert 'href="/agents/enricher"' in rows[1] and 'class="badge active"' in rows[1]
+    assert '<td class="num">1</td>' in rows[1]  # enricher's one open alert
+    alerts = text[text.index('<section class="alerts">'):]
+    assert alerts.index("unknown:salesforce:005XYZ") < alerts.index('href="/agents/enricher"')  # newest first
+    assert "changes from an unattributed identity" in alerts and "enricher overwrote utm_source" in alerts
+    assert 'href="/review"' in text  # the nav leads to the review queue

@@ -222,3 +222,44 @@ async def test_state_past_its_retention_is_dropped_and_tombstoned_in_the_changel
         assert latest[b"record_state\x1fhubspot/contact/5002"] is not None
     finally:
         await runtime.stop()
+
+
+async def test_a_paused_agents_proposals_wait_for_review_instead_of_being_applied(
+    kafka_bootstrap: str, unique: str, kafka_kind: str
+) -> None:
+    """enrich-bot may apply low-tier changes itself (autonomy act), until it is paused: then its
+    proposals wait in the review queue, with the reason."""
+    from app.client import ProposalProducer
+
+    settings = fresh_settings(kafka_bootstrap, unique)
+    runtime, shared = build_runtime(settings, guard_policy(), idempotent=kafka_kind == "apache")
+    await runtime.start()
+    await asyncio.wait_for(runtime.ready.wait(), 60)
+    review = shared["review"]
+    change = {"source": "hubspot", "object_type": "contact", "source_object_type": "contact",
+              "operation": "update", "changes": [{"field": "jobtitle", "new": "CTO"}]}
+    try:
+        async with ProposalProducer(kafka_bootstrap, "enrich-bot", settings.topics.proposals) as agent:
+            before = await agent.propose({**change, "record_id": "41"}, "seen on the company site")
+
+            async def decided() -> Any:
+                return review.store.get(before)
+
+            record = await wait_for(decided, 30)
+            assert record.status.value == "approved" and record.via == "gate"  # not paused: applied
+
+            await produce(kafka_bootstrap, settings.topics.raw_hubspot, [orjson.dumps(b) for b in agent_burst(25)])
+
+            async def paused() -> bool:
+                return "enrich-bot" in runtime.board.paused
+
+            assert await wait_for(paused, 60)
+            after = await agent.propose({**change, "record_id": "42"}, "seen on the company site")
+
+            async def queued() -> Any:
+                return review.store.get(after)
+
+            record = await wait_for(queued, 30)
+            assert record.status.value == "pending" and "enrich-bot is paused" in record.gate["reason"]
+    finally:
+        await runtime.stop()

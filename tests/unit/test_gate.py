@@ -45,6 +45,18 @@ def test_defaults_low_tier_acts_medium_reviews() -> None:
     assert "needs review" in medium.reason
 
 
+def test_a_paused_agents_proposals_wait_for_a_person_whatever_its_autonomy() -> None:
+    """A pause stops the agent's writes: proposals the gate would apply go to review instead,
+    until it is resumed; out-of-scope proposals are still rejected."""
+    pol = make_policy()
+    held = decide(proposal({"jobtitle": "CTO"}), pol, {}, paused="mass_overwrite of utm_source")
+    assert held.action == "review" and "enricher is paused (mass_overwrite of utm_source)" in held.reason
+    assert decide(proposal({"jobtitle": "CTO"}), pol, {}, paused=None).action == "act"
+    denied = decide(proposal({"jobtitle": "x"}, obj=ObjectType.DEAL), make_policy(allowed_object_types=["contact"]),
+                    {}, paused="cap")
+    assert denied.action == "reject"
+
+
 def test_highest_tier_among_fields_decides() -> None:
     pol = make_policy(high_tier_allowed=True, autonomy={Tier.LOW: Autonomy.ACT, Tier.HIGH: Autonomy.PROPOSE})
     decision = decide(proposal({"jobtitle": "CTO", "email": "a@b.c"}), pol, {})
