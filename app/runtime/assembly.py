@@ -87,7 +87,7 @@ def build_worker(settings: Settings, policy: Policy, *, idempotent: bool, extra:
     app = build_faust_app(settings, runtime, web)
     for service in extra or []:
         if hasattr(service, "bind"):
-            service.bind(runtime)
+            service.bind(runtime, shared["review"])
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     if not sys.stdout.isatty():
         worker.spinner = None  # its cursor escapes would land in log files and pipes

@@ -40,6 +40,13 @@ def test_demo_streams_the_incident_on_the_embedded_broker_and_exits_when_done(tm
     for kind in ("mass_overwrite", "protected_field", "duplicate_spike", "stage_anomaly", "unattributed_actor"):
         assert kind in out, kind
     assert "-> PAUSED" in out
+    # intent first: after the incident agents propose; a paused agent's proposals wait for review
+    # (enrich-agent's and pipeline-agent's wait, being paused; forecast-agent's amount is out of its
+    # scope; hygiene-agent's depends on the trust the incident left it)
+    routed = re.search(r"demo: 5 agent proposals: (.+) \(review queue: http", out)
+    assert routed, out[-1500:]
+    counts = {what: int(n) for n, what in re.findall(r"(\d+) ([a-z ]+?)(?:,|$)", routed.group(1))}
+    assert counts.get("waiting for review", 0) >= 2 and counts.get("rejected by the gate") == 1, counts
     assert "Traceback" not in done.stderr
 
 
