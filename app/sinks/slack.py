@@ -85,6 +85,8 @@ def slack_message(alert: Alert, public_url: str) -> dict[str, Any]:
         f"*Action taken*\n{'paused' if alert.action == 'paused' else 'none (not paused)'}",
         f"*Status*\n{alert.status}",
     ]
+    if alert.status == "resolved" and alert.resolved_at is not None:
+        fields.append(f"*Resolved*\n{_date(alert.resolved_at)} (quiet since the last change)")
     samples = alert.sample_record_keys[:SAMPLE_RECORDS]
     sample_lines = [f"• <{record_url(public_url, key)}|{_esc(key)}>" for key in samples]
     more = alert.records - len(samples)

@@ -43,6 +43,14 @@ def test_message_says_who_did_what_to_how_many_since_when_and_links_to_the_ui() 
     assert "crm-guard agents resume enrich-bot" in flat
 
 
+def test_a_resolved_alert_says_when_it_resolved() -> None:
+    msg = slack_message(make_alert(status="resolved", resolved_at=1_767_229_200_000), PUBLIC)
+    assert slack_block_problems(msg["blocks"]) == []
+    fields = " ".join(f["text"] for b in msg["blocks"] if "fields" in b for f in b["fields"])
+    assert "*Status*\nresolved" in fields and "*Resolved*\n<!date^1767229200^" in fields
+    assert "*Resolved*" not in json.dumps(slack_message(make_alert(), PUBLIC))
+
+
 def test_limits_hold_for_huge_alerts_and_pii_never_leaves() -> None:
     alert = make_alert(
         agent="a" * 300,
