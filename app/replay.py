@@ -32,7 +32,7 @@ from typing import IO, Any, Iterator
 
 import orjson
 
-from app.adapters import AdapterError, decode_line, normalize_with_errors
+from app.adapters import HISTORY_SOURCES, AdapterError, decode_line, detect_source, normalize_with_errors
 from detectors.alerts import Alert
 from detectors.base import Finding, Observation, Prior
 from detectors.events import (
@@ -100,6 +100,26 @@ def _file_items(
     path: Path, file_index: int, source: str, max_bytes: int, outputs: _Outputs, stats: ReplayStats,
     progress: "_Progress | None",
 ) -> Iterator[_Item]:
+    """A file's events in file order; a CRM history export (grouped by record, not by time, see
+    app/adapters/salesforce_history.py) is read whole and given in event-time order instead."""
+    history = [source in HISTORY_SOURCES]
+    items = _line_items(path, file_index, source, max_bytes, outputs, stats, progress, history)
+    first = next(items, None)
+    if first is None:
+        return
+    if history[0]:
+        yield from sorted([first, *items])
+        return
+    yield first
+    yield from items
+
+
+def _line_items(
+    path: Path, file_index: int, source: str, max_bytes: int, outputs: _Outputs, stats: ReplayStats,
+    progress: "_Progress | None", history: list[bool],
+) -> Iterator[_Item]:
+    """(event time, file, line, position, event) per event of each line; sets history[0] when a
+    line is a CRM history export."""
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             if progress is not None:
@@ -109,7 +129,10 @@ def _file_items(
             stats.lines += 1
             try:
                 payload = decode_line(raw, max_bytes=max_bytes)
-                events, errors = normalize_with_errors(payload, source)
+                name = detect_source(payload) if source == "auto" else source
+                if name in HISTORY_SOURCES:
+                    history[0] = True
+                events, errors = normalize_with_errors(payload, name)
             except AdapterError as exc:
                 events, errors = [], [exc]
             for err in errors:

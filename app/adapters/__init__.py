@@ -1,7 +1,7 @@
 """Vendor adapters: delivered payloads (already JSON-decoded) to canonical ChangeEvents.
 
     decode_line(raw, max_bytes)            bytes/str -> JSON value, or AdapterError not_json/too_large
-    detect_source(payload)                 hubspot | salesforce | pipedrive | canonical
+    detect_source(payload)                 hubspot | salesforce | pipedrive | canonical | salesforce-history
     normalize_with_errors(payload, source) (events, errors): the good events of a payload plus one
                                            AdapterError per bad element of a batch; a payload that is
                                            unusable as a whole raises AdapterError
@@ -20,12 +20,13 @@ from typing import Any
 
 import orjson
 
-from app.adapters import canonical, hubspot, pipedrive, salesforce
+from app.adapters import canonical, hubspot, pipedrive, salesforce, salesforce_history
 from app.adapters.errors import AdapterError
 from detectors.events import ChangeEvent
 
 __all__ = [
     "AdapterError",
+    "HISTORY_SOURCES",
     "SOURCES",
     "VENDORS",
     "decode_line",
@@ -36,12 +37,15 @@ __all__ = [
 
 VENDORS = ("hubspot", "salesforce", "pipedrive")
 """The CRMs crm-guard reads (raw topics, webhook endpoints, demo and scenario files, policy rules)."""
-SOURCES = (*VENDORS, "canonical")
+HISTORY_SOURCES = ("salesforce-history",)
+"""Exports of a CRM's own change history (backtests): grouped by record, not by time."""
+SOURCES = (*VENDORS, "canonical", *HISTORY_SOURCES)
 _ADAPTERS = {
     "hubspot": hubspot.normalize,
     "salesforce": salesforce.normalize,
     "pipedrive": pipedrive.normalize,
     "canonical": canonical.normalize,
+    "salesforce-history": salesforce_history.normalize,
 }
 _BOM = b"\xef\xbb\xbf"
 
@@ -75,7 +79,11 @@ def detect_source(payload: Any) -> str:
     if canonical.looks_like(payload):
         return "canonical"
     if isinstance(payload, list):
+        if payload and salesforce_history.looks_like(payload[0]):
+            return "salesforce-history"
         return "hubspot" if hubspot.looks_like(payload) else "batch"
+    if salesforce_history.looks_like(payload):
+        return "salesforce-history"
     if pipedrive.looks_like(payload):
         return "pipedrive"
     if salesforce.looks_like(payload):

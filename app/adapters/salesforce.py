@@ -81,7 +81,8 @@ _ID_PREFIXES = {
     "00T": ObjectType.ACTIVITY,
     "00U": ObjectType.ACTIVITY,
 }
-_SF_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+SF_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+"""A Salesforce record id: 15 characters (case-sensitive) or 18."""
 _ORIGIN = re.compile(r"^com/salesforce/api/([^/;]+)(?:/[^;]*)?(?:;client=(.*))?$")
 _BITMAP = re.compile(r"^(?:(\d+)-)?0[xX]([0-9a-fA-F]+)$")
 _AVRO_PRIMITIVES = frozenset({"string", "long", "int", "double", "float", "boolean", "bytes"})
@@ -434,7 +435,7 @@ def _related(changes: tuple[FieldChange, ...]) -> tuple[RelatedRecord, ...]:
         value = change.new
         if change.field == "Id" or not change.field.endswith("Id") or not isinstance(value, str):
             continue
-        if not _SF_ID.match(value) or value in seen:
+        if not SF_ID.match(value) or value in seen:
             continue
         kind = _ID_PREFIXES.get(value[:3])
         if kind is not None:

@@ -112,3 +112,53 @@ def test_one_process_writes_the_same_files_as_the_default(
     assert names == sorted(p.name for p in (tmp_path / "one").iterdir())
     for name in names:
         assert (default / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+SF_AGENT, SF_HUMAN = "0055g00000002MnAAI", "0055g00000001AbAAI"
+HISTORY_POLICY = f"""
+version: 1
+agents:
+  enrich-agent:
+    identities: [{{vendor: salesforce, user_id: {SF_AGENT}}}]
+    allowed_fields: [Title, Phone]
+humans: [{{vendor: salesforce, user_id: {SF_HUMAN}}}]
+"""
+
+
+def history_rows() -> list[dict]:
+    """ContactHistory as an export gives it: grouped by contact, not by time. An integration
+    user overwrote five titles within minutes; a person set one back the same morning."""
+    rows: list[dict] = []
+
+    def row(contact: str, field: str, old: str | None, new: str | None, by: str, at: str) -> None:
+        n = len(rows) + 1
+        rows.append({"attributes": {"type": "ContactHistory", "url": f"/sobjects/ContactHistory/0175g{n:010d}"},
+                     "Id": f"0175g{n:010d}AAA", "ContactId": contact, "Field": field, "DataType": "Text",
+                     "OldValue": old, "NewValue": new, "CreatedById": by, "CreatedDate": at})
+
+    for c in range(5):
+        contact = f"0035g00000{c:05d}AAA"
+        row(contact, "created", None, None, SF_HUMAN, f"2025-03-01T09:0{c}:00.000+0000")
+        row(contact, "Title", None, "Engineer", SF_HUMAN, f"2025-03-01T09:0{c}:00.000+0000")
+        row(contact, "Title", "Engineer", "Enriched", SF_AGENT, f"2025-03-04T01:1{c}:00.000+0000")
+        if c == 0:
+            row(contact, "Title", "Enriched", "Engineer", SF_HUMAN, "2025-03-04T08:00:00.000+0000")
+    return rows
+
+
+def test_a_salesforce_field_history_export_is_replayed_in_event_time(tmp_path: Path) -> None:
+    """The backtest on what an org already has: weeks of field history, not three days of CDC."""
+    export = tmp_path / "contact_history.jsonl"
+    export.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in history_rows()))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(HISTORY_POLICY)
+    done = replay(str(export), "--policy", str(policy), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "replayed 16 events from 16 lines (0 dead-lettered" in done.stdout
+    (alert,) = jsonl(tmp_path / "out" / "alerts.jsonl")
+    assert (alert["kind"], alert["agent"], alert["details"]["field"]) == ("mass_overwrite", "enrich-agent", "Title")
+    assert alert["details"]["change"] == "overwrite" and alert["details"]["count"] == 5
+    (override,) = jsonl(tmp_path / "out" / "overrides.jsonl")
+    assert (override["kind"], override["agent_value"], override["human_value"]) == ("revert", "Enriched", "Engineer")
+    times = [row["occurred_at"] for row in jsonl(tmp_path / "out" / "timeline.jsonl")]
+    assert times == sorted(times)  # read whole and ordered, though the file is grouped by contact
