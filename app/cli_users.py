@@ -31,8 +31,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.users_command == "add":
             token = add_user(path, args.name, args.role)
             print(token)
-            print(f"crm-guard users: {args.name} ({args.role}) added to {path}; the token above is shown once: "
-                  "give it to them (CRM_GUARD_API_TOKEN for the CLI, the token box on /review)", file=sys.stderr)
+            print(f"crm-guard users: {args.name} ({args.role}) added to {path}; the token above is shown "
+                  "once: give it to them (CRM_GUARD_API_TOKEN for the CLI, the token box on /review)",
+                  file=sys.stderr)
         elif args.users_command == "remove":
             remove_user(path, args.name)
             print(f"crm-guard users: {args.name} removed from {path}", file=sys.stderr)
@@ -43,7 +44,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"crm-guard users {args.users_command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"crm-guard users {args.users_command}: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = exc.filename or ""
+        print(f"crm-guard users {args.users_command}: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,7 +1,8 @@
 """Vendor adapters: delivered payloads (already JSON-decoded) to canonical ChangeEvents.
 
     decode_line(raw, max_bytes)            bytes/str -> JSON value, or AdapterError not_json/too_large
-    detect_source(payload)                 hubspot | salesforce | pipedrive | canonical | salesforce-history
+    detect_source(payload)                 hubspot | salesforce | pipedrive | canonical, or a CRM's own
+                                           history export: salesforce-history | hubspot-history
     normalize_with_errors(payload, source) (events, errors): the good events of a payload plus one
                                            AdapterError per bad element of a batch; a payload that is
                                            unusable as a whole raises AdapterError
@@ -20,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from app.adapters import canonical, hubspot, pipedrive, salesforce, salesforce_history
+from app.adapters import canonical, hubspot, hubspot_history, pipedrive, salesforce, salesforce_history
 from app.adapters.errors import AdapterError
 from detectors.events import ChangeEvent
 
@@ -37,7 +38,7 @@ __all__ = [
 
 VENDORS = ("hubspot", "salesforce", "pipedrive")
 """The CRMs crm-guard reads (raw topics, webhook endpoints, demo and scenario files, policy rules)."""
-HISTORY_SOURCES = ("salesforce-history",)
+HISTORY_SOURCES = ("hubspot-history", "salesforce-history")
 """Exports of a CRM's own change history (backtests): grouped by record, not by time."""
 SOURCES = (*VENDORS, "canonical", *HISTORY_SOURCES)
 _ADAPTERS = {
@@ -46,6 +47,7 @@ _ADAPTERS = {
     "pipedrive": pipedrive.normalize,
     "canonical": canonical.normalize,
     "salesforce-history": salesforce_history.normalize,
+    "hubspot-history": hubspot_history.normalize,
 }
 _BOM = b"\xef\xbb\xbf"
 
@@ -81,9 +83,13 @@ def detect_source(payload: Any) -> str:
     if isinstance(payload, list):
         if payload and salesforce_history.looks_like(payload[0]):
             return "salesforce-history"
+        if payload and hubspot_history.looks_like(payload[0]):
+            return "hubspot-history"
         return "hubspot" if hubspot.looks_like(payload) else "batch"
     if salesforce_history.looks_like(payload):
         return "salesforce-history"
+    if hubspot_history.looks_like(payload):
+        return "hubspot-history"
     if pipedrive.looks_like(payload):
         return "pipedrive"
     if salesforce.looks_like(payload):

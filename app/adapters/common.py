@@ -203,3 +203,11 @@ def require_dict(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise bad_type(field, "an object")
     return value
+
+
+def page_items(payload: Any, key: str) -> list[Any]:
+    """The items of one line of an API export: a response page's `key` list (`results`,
+    `records`), a JSON array of items, or a single item."""
+    if isinstance(payload, dict) and isinstance(payload.get(key), list):
+        return payload[key]
+    return payload if isinstance(payload, list) else [payload]

@@ -49,7 +49,7 @@ _ACTIONS = {
     "associationChange": "associate",
 }
 
-_NAMED_TYPES: dict[str, ObjectType] = {
+NAMED_TYPES: dict[str, ObjectType] = {
     "contact": ObjectType.CONTACT,
     "company": ObjectType.COMPANY,
     "deal": ObjectType.DEAL,
@@ -196,7 +196,7 @@ def normalize_one(element: Any) -> ChangeEvent:
     portal = opt_id(note.get("portalId"), "portalId") or "-"
     occurred_at = to_ms(note.get("occurredAt"), "occurredAt")
     change_source = opt_str(note.get("changeSource"))
-    actor = _actor(change_source, note.get("sourceId"))
+    actor = actor_for(change_source, note.get("sourceId"))
 
     changes: tuple[FieldChange, ...] = ()
     related: tuple[RelatedRecord, ...] = ()
@@ -253,13 +253,14 @@ def _object_of(object_name: str, note: dict[str, Any]) -> tuple[str, ObjectType]
         name = OBJECT_TYPE_IDS.get(type_id, type_id)
     else:
         name = object_name
-    return name, _NAMED_TYPES.get(name.lower(), ObjectType.OTHER)
+    return name, NAMED_TYPES.get(name.lower(), ObjectType.OTHER)
 
 
 _ACTOR_CACHE: dict[tuple[str | None, str | None], Actor] = {}
 
 
-def _actor(change_source: str | None, source_id: Any) -> Actor:
+def actor_for(change_source: str | None, source_id: Any) -> Actor:
+    """The actor hint for a changeSource and sourceId (also property history's sourceType, sourceId)."""
     sid = opt_str(source_id)
     key = (change_source, sid)
     actor = _ACTOR_CACHE.get(key)
@@ -331,7 +332,7 @@ def _association_target(note: dict[str, Any]) -> ObjectType:
     if to_type is not None and not isinstance(to_type, bool):
         name = OBJECT_TYPE_IDS.get(str(to_type).strip())
         if name is not None:
-            return _NAMED_TYPES.get(name, ObjectType.OTHER)
+            return NAMED_TYPES.get(name, ObjectType.OTHER)
     assoc = note.get("associationType")
     if isinstance(assoc, str) and "_TO_" in assoc.upper():
         target = assoc.upper().split("_TO_", 1)[1]

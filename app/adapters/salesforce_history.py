@@ -31,11 +31,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.adapters.common import make_actor, opt_id, opt_str, to_ms
-from app.adapters.errors import AdapterError, missing
-from app.adapters.salesforce import OBJECT_TYPES, SF_ID, SYSTEM_FIELDS
 from pydantic import ValidationError
 
+from app.adapters.common import make_actor, opt_id, page_items, to_ms
+from app.adapters.errors import AdapterError, missing
+from app.adapters.salesforce import OBJECT_TYPES, SF_ID, SYSTEM_FIELDS
 from detectors.events import ActorKind, ChangeEvent, FieldChange, ObjectType
 
 VENDOR = "salesforce"
@@ -74,15 +74,9 @@ def object_of(kind: str) -> tuple[str, ObjectType]:
 
 def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
     """Rows (one, an array, or a query page) to one event per save; a bad row is its own error."""
-    if isinstance(payload, dict) and isinstance(payload.get("records"), list):
-        rows: list[Any] = payload["records"]
-    elif isinstance(payload, list):
-        rows = payload
-    else:
-        rows = [payload]
     saves: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
     errors: list[AdapterError] = []
-    for index, row in enumerate(rows):
+    for index, row in enumerate(page_items(payload, "records")):
         try:
             key = _save_key(row)
         except AdapterError as err:
@@ -102,7 +96,8 @@ def _save_key(row: Any) -> tuple[str, str, int, str]:
     """(history type, record id, time, user): what makes rows one save."""
     kind = history_type(row)
     if kind is None:
-        raise AdapterError("unknown_shape", "not a Salesforce field-history row (attributes.type ...History, Field)")
+        raise AdapterError("unknown_shape",
+                           "not a Salesforce field-history row (attributes.type ...History, Field)")
     name, _ = object_of(kind)
     parent = "ParentId" if name.endswith("__c") else f"{name}Id"
     record_id = opt_id(row.get(parent), parent) or opt_id(row.get("ParentId"), "ParentId")

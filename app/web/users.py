@@ -35,7 +35,7 @@ ROLES = ("reviewer", "operator")
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
-TOKEN_PREFIX = "cgu_"
+TOKEN_PREFIX = "cgu_"  # noqa: S105 - a prefix, not a secret
 RELOAD_EVERY_S = 1.0
 
 
@@ -85,7 +85,8 @@ def parse_users(text: str, origin: str = "users file") -> list[UserLine]:
             raise UsersFileError(f"{where}: expected `name role sha256:<hex>`, got {len(parts)} words")
         name, role, token_digest = parts
         if not NAME_PATTERN.match(name):
-            raise UsersFileError(f"{where}: bad name {name[:64]!r} (letters, digits and . _ @ + -, at most 64)")
+            raise UsersFileError(f"{where}: bad name {name[:64]!r} (letters, digits and . _ @ + -, "
+                                 "at most 64)")
         if role not in ROLES:
             raise UsersFileError(f"{where}: role {role[:32]!r} is not one of {', '.join(ROLES)}")
         if not DIGEST_PATTERN.match(token_digest):

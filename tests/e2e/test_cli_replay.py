@@ -162,3 +162,38 @@ def test_a_salesforce_field_history_export_is_replayed_in_event_time(tmp_path: P
     assert (override["kind"], override["agent_value"], override["human_value"]) == ("revert", "Enriched", "Engineer")
     times = [row["occurred_at"] for row in jsonl(tmp_path / "out" / "timeline.jsonl")]
     assert times == sorted(times)  # read whole and ordered, though the file is grouped by contact
+
+
+HUBSPOT_HISTORY_POLICY = """
+version: 1
+agents:
+  enrich-agent:
+    identities: [{vendor: hubspot, change_source: INTEGRATION, app_id: "1850301"}]
+    allowed_fields: [jobtitle, city]
+humans: [{vendor: hubspot, change_source: CRM_UI}]
+"""
+
+
+def test_a_hubspot_property_history_export_finds_the_agent_that_rewrote_attribution(tmp_path: Path) -> None:
+    """Contacts read with propertiesWithHistory=utm_source, one object per line: the enrichment
+    app replaced set utm_source values, a field outside its scope."""
+    lines = []
+    for c in range(4):
+        history = {"utm_source": [
+            {"value": "enriched", "timestamp": f"2025-03-04T01:1{c}:00.000Z", "sourceType": "INTEGRATION",
+             "sourceId": "1850301", "sourceLabel": "Enrichment"},
+            {"value": "google", "timestamp": f"2025-03-01T09:0{c}:00.000Z", "sourceType": "CRM_UI",
+             "sourceId": "userId:77"}]}
+        lines.append({"id": str(600 + c), "properties": {"utm_source": "enriched"}, "propertiesWithHistory": history,
+                      "createdAt": f"2025-03-01T09:0{c}:00.000Z", "archived": False, "objectType": "contacts"})
+    export = tmp_path / "contacts_history.jsonl"
+    export.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(HUBSPOT_HISTORY_POLICY)
+    done = replay(str(export), "--policy", str(policy), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    alerts = {(a["kind"], a["agent"]) for a in jsonl(tmp_path / "out" / "alerts.jsonl")}
+    assert alerts == {("protected_field", "enrich-agent"), ("mass_overwrite", "enrich-agent")}  # nothing else
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # each creation is the person's who set utm_source when the contact was created
+    assert summary["events_by_actor_kind"] == {"agent": 4, "human": 8}
