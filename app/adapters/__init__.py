@@ -2,7 +2,8 @@
 
     decode_line(raw, max_bytes)            bytes/str -> JSON value, or AdapterError not_json/too_large
     detect_source(payload)                 hubspot | salesforce | pipedrive | canonical, or a CRM's own
-                                           history export: salesforce-history | hubspot-history
+                                           history export: hubspot-history | salesforce-history |
+                                           pipedrive-history
     normalize_with_errors(payload, source) (events, errors): the good events of a payload plus one
                                            AdapterError per bad element of a batch; a payload that is
                                            unusable as a whole raises AdapterError
@@ -21,7 +22,15 @@ from typing import Any
 
 import orjson
 
-from app.adapters import canonical, hubspot, hubspot_history, pipedrive, salesforce, salesforce_history
+from app.adapters import (
+    canonical,
+    hubspot,
+    hubspot_history,
+    pipedrive,
+    pipedrive_history,
+    salesforce,
+    salesforce_history,
+)
 from app.adapters.errors import AdapterError
 from detectors.events import ChangeEvent
 
@@ -38,7 +47,7 @@ __all__ = [
 
 VENDORS = ("hubspot", "salesforce", "pipedrive")
 """The CRMs crm-guard reads (raw topics, webhook endpoints, demo and scenario files, policy rules)."""
-HISTORY_SOURCES = ("hubspot-history", "salesforce-history")
+HISTORY_SOURCES = ("hubspot-history", "salesforce-history", "pipedrive-history")
 """Exports of a CRM's own change history (backtests): grouped by record, not by time."""
 SOURCES = (*VENDORS, "canonical", *HISTORY_SOURCES)
 _ADAPTERS = {
@@ -48,6 +57,7 @@ _ADAPTERS = {
     "canonical": canonical.normalize,
     "salesforce-history": salesforce_history.normalize,
     "hubspot-history": hubspot_history.normalize,
+    "pipedrive-history": pipedrive_history.normalize,
 }
 _BOM = b"\xef\xbb\xbf"
 
@@ -90,6 +100,8 @@ def detect_source(payload: Any) -> str:
         return "salesforce-history"
     if hubspot_history.looks_like(payload):
         return "hubspot-history"
+    if pipedrive_history.looks_like(payload):
+        return "pipedrive-history"
     if pipedrive.looks_like(payload):
         return "pipedrive"
     if salesforce.looks_like(payload):

@@ -274,8 +274,11 @@ def _record_id(value: Any, data: dict[str, Any] | None, previous: dict[str, Any]
 
 
 def _actor(meta: dict[str, Any]) -> Actor:
-    change_source = opt_str(meta.get("change_source"))
-    user_id = opt_id(meta.get("user_id"), "meta.user_id")
+    return actor_for(opt_str(meta.get("change_source")), opt_id(meta.get("user_id"), "meta.user_id"))
+
+
+def actor_for(change_source: str | None, user_id: str | None) -> Actor:
+    """The actor hint for a change_source and user id (webhook meta, changelog entries alike)."""
     raw = f"change_source={change_source or ''};user_id={user_id or ''}"
     return make_actor(
         VENDOR, kind_for_source(change_source), change_source=change_source, user_id=user_id, raw=raw

@@ -114,6 +114,18 @@ def test_one_process_writes_the_same_files_as_the_default(
         assert (default / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
 
 
+def replay_export(tmp_path: Path, name: str, lines: list[dict], policy_text: str) -> Path:
+    """Write a history export (one JSON value per line) and its policy, replay it; the output dir."""
+    export = tmp_path / name
+    export.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text)
+    done = replay(str(export), "--policy", str(policy), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "0 dead-lettered" in done.stdout
+    return tmp_path / "out"
+
+
 SF_AGENT, SF_HUMAN = "0055g00000002MnAAI", "0055g00000001AbAAI"
 HISTORY_POLICY = f"""
 version: 1
@@ -148,19 +160,14 @@ def history_rows() -> list[dict]:
 
 def test_a_salesforce_field_history_export_is_replayed_in_event_time(tmp_path: Path) -> None:
     """The backtest on what an org already has: weeks of field history, not three days of CDC."""
-    export = tmp_path / "contact_history.jsonl"
-    export.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in history_rows()))
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(HISTORY_POLICY)
-    done = replay(str(export), "--policy", str(policy), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr
-    assert "replayed 16 events from 16 lines (0 dead-lettered" in done.stdout
-    (alert,) = jsonl(tmp_path / "out" / "alerts.jsonl")
+    out = replay_export(tmp_path, "contact_history.jsonl", history_rows(), HISTORY_POLICY)
+    assert json.loads((out / "summary.json").read_text())["events"] == 16
+    (alert,) = jsonl(out / "alerts.jsonl")
     assert (alert["kind"], alert["agent"], alert["details"]["field"]) == ("mass_overwrite", "enrich-agent", "Title")
     assert alert["details"]["change"] == "overwrite" and alert["details"]["count"] == 5
-    (override,) = jsonl(tmp_path / "out" / "overrides.jsonl")
+    (override,) = jsonl(out / "overrides.jsonl")
     assert (override["kind"], override["agent_value"], override["human_value"]) == ("revert", "Enriched", "Engineer")
-    times = [row["occurred_at"] for row in jsonl(tmp_path / "out" / "timeline.jsonl")]
+    times = [row["occurred_at"] for row in jsonl(out / "timeline.jsonl")]
     assert times == sorted(times)  # read whole and ordered, though the file is grouped by contact
 
 
@@ -186,14 +193,40 @@ def test_a_hubspot_property_history_export_finds_the_agent_that_rewrote_attribut
              "sourceId": "userId:77"}]}
         lines.append({"id": str(600 + c), "properties": {"utm_source": "enriched"}, "propertiesWithHistory": history,
                       "createdAt": f"2025-03-01T09:0{c}:00.000Z", "archived": False, "objectType": "contacts"})
-    export = tmp_path / "contacts_history.jsonl"
-    export.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(HUBSPOT_HISTORY_POLICY)
-    done = replay(str(export), "--policy", str(policy), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr
-    alerts = {(a["kind"], a["agent"]) for a in jsonl(tmp_path / "out" / "alerts.jsonl")}
+    out = replay_export(tmp_path, "contacts_history.jsonl", lines, HUBSPOT_HISTORY_POLICY)
+    alerts = {(a["kind"], a["agent"]) for a in jsonl(out / "alerts.jsonl")}
     assert alerts == {("protected_field", "enrich-agent"), ("mass_overwrite", "enrich-agent")}  # nothing else
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     # each creation is the person's who set utm_source when the contact was created
     assert summary["events_by_actor_kind"] == {"agent": 4, "human": 8}
+
+
+PIPEDRIVE_HISTORY_POLICY = """
+version: 1
+agents:
+  pipeline-agent:
+    identities: [{vendor: pipedrive, user_id: "13000103", change_source: api}]
+    allowed_object_types: [deal]
+    allowed_fields: [stage_id]
+    high_tier_allowed: true
+humans: [{vendor: pipedrive, change_source: app}]
+"""
+
+
+def test_a_pipedrive_changelog_export_finds_the_agent_moving_deals_back(tmp_path: Path) -> None:
+    """Three deals' changelogs, one per line: reps moved them forward, the agent moved each back."""
+    lines = []
+    for n, deal in enumerate((101, 102, 103)):
+        data = [  # newest first, as the endpoint lists them
+            {"field_key": "stage_id", "old_value": "3", "new_value": "1", "actor_user_id": 13000103,
+             "time": f"2025-03-05 1{n}:00:00", "change_source": "api", "is_bulk_update_flag": False},
+            {"field_key": "stage_id", "old_value": "1", "new_value": "3", "actor_user_id": 7,
+             "time": f"2025-03-03 0{n}:00:00", "change_source": "app", "is_bulk_update_flag": False},
+        ]
+        lines.append({"entity": "deal", "id": deal, "success": True, "data": data})
+    out = replay_export(tmp_path, "deals_changelog.jsonl", lines, PIPEDRIVE_HISTORY_POLICY)
+    alerts = jsonl(out / "alerts.jsonl")
+    stage = [a for a in alerts if a["kind"] == "stage_anomaly"]
+    assert {a["group"] for a in stage} == {"backwards", "repeated"}
+    assert all(a["agent"] == "pipeline-agent" for a in stage)
+    assert [p["agent"] for p in jsonl(out / "pauses.jsonl")] == ["pipeline-agent"]
