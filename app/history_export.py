@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from app.adapters.common import to_ms
+
 SALESFORCE_API_VERSION = "v62.0"
 HUBSPOT_PAGE = 50  # the most objects HubSpot returns per page when history is asked for
 PIPEDRIVE_PAGE = 500
@@ -182,8 +184,6 @@ def _pd_changelog(api: VendorApi, entity: str, record_id: Any) -> Iterator[dict[
 def _pd_ms(value: Any) -> int:
     """Pipedrive's "YYYY-MM-DD HH:MM:SS" (UTC) as ms; far ahead when absent or unreadable, so
     that what cannot be told apart is kept, not skipped."""
-    from app.adapters.common import to_ms
-
     if not value:
         return 2**62
     try:

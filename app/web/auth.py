@@ -49,10 +49,29 @@ def bearer_token(header: str | None) -> str | None:
 
 def bearer_matches(header: str | None, token: str) -> bool:
     """Whether an Authorization header carries `token` (constant-time comparison)."""
-    if not header:
-        return False
-    scheme, _, given = header.strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    given = bearer_token(header)
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+SHARED = ApiUser("", "operator")
+"""Who holds the shared api_token: an operator with no name (the body says who)."""
+
+
+def token_holder(request: web.Request) -> ApiUser | None:
+    """The named user, or SHARED, whose token the request carries; None for no known token."""
+    header = request.headers.get("Authorization")
+    secret = getattr(request.app.get(SETTINGS), "api_token", None)
+    if secret is not None and bearer_matches(header, secret.get_secret_value()):
+        return SHARED
+    token = bearer_token(header)
+    users = request.app.get(USERS)
+    return users.lookup(token) if users is not None and token is not None else None
+
+
+def tokens_configured(request: web.Request) -> bool:
+    """Whether the guard wants tokens for changes (an api_token, a users file, or both)."""
+    shared = getattr(request.app.get(SETTINGS), "api_token", None)
+    return shared is not None or request.app.get(USERS) is not None
 
 
 def required_role(request: web.Request) -> str:
@@ -67,16 +86,11 @@ async def operator_auth(request: web.Request, handler: Handler) -> web.StreamRes
     403 for a person whose role does not cover it."""
     if request.method in SAFE_METHODS or not request.path.startswith("/api/"):
         return await handler(request)
-    settings = request.app.get(SETTINGS)
-    secret = getattr(settings, "api_token", None)
-    users = request.app.get(USERS)
-    if secret is None and users is None:
+    if not tokens_configured(request):
         return await handler(request)
-    header = request.headers.get("Authorization")
-    if secret is not None and bearer_matches(header, secret.get_secret_value()):
+    user = token_holder(request)
+    if user is SHARED:
         return await handler(request)
-    token = bearer_token(header)
-    user = users.lookup(token) if users is not None and token is not None else None
     if user is not None:
         role = required_role(request)
         if user.may(role):
@@ -84,7 +98,7 @@ async def operator_auth(request: web.Request, handler: Handler) -> web.StreamRes
             return await handler(request)
         return _refuse(request, 403, "forbidden_role",
                        f"{user.name} is a {user.role}; {request.method} {request.path} needs an {role}")
-    reason = "wrong_token" if header else "missing_token"
+    reason = "wrong_token" if request.headers.get("Authorization") else "missing_token"
     return _refuse(request, 401, reason, "this change needs an API token: Authorization: Bearer <token> "
                    "(the operator's api_token, or your own from `crm-guard users add`)")
 
@@ -109,17 +123,10 @@ async def whoami(request: web.Request) -> web.Response:
     """GET /api/whoami: whom the request's bearer token names, so the review page can say who is
     deciding: {"user": name or null, "role": "reviewer"|"operator"|null, "open": true when the
     guard has no tokens}; 401 when it has tokens and this one is none of them."""
-    settings = request.app.get(SETTINGS)
-    secret = getattr(settings, "api_token", None)
-    users = request.app.get(USERS)
-    if secret is None and users is None:
+    if not tokens_configured(request):
         return web.json_response({"user": None, "role": None, "open": True})
-    header = request.headers.get("Authorization")
-    token = bearer_token(header)
-    user = users.lookup(token) if users is not None and token is not None else None
-    if user is not None:
-        return web.json_response({"user": user.name, "role": user.role, "open": False})
-    if secret is not None and bearer_matches(header, secret.get_secret_value()):
-        return web.json_response({"user": None, "role": "operator", "open": False})
-    return web.json_response({"error": "wrong_token" if header else "missing_token",
-                              "message": "no user holds this token"}, status=401)
+    user = token_holder(request)
+    if user is None:
+        reason = "wrong_token" if request.headers.get("Authorization") else "missing_token"
+        return web.json_response({"error": reason, "message": "no user holds this token"}, status=401)
+    return web.json_response({"user": user.name or None, "role": user.role, "open": False})
