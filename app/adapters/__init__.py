@@ -91,24 +91,29 @@ def detect_source(payload: Any) -> str:
     if canonical.looks_like(payload):
         return "canonical"
     if isinstance(payload, list):
-        if payload and salesforce_history.looks_like(payload[0]):
-            return "salesforce-history"
-        if payload and hubspot_history.looks_like(payload[0]):
-            return "hubspot-history"
+        for name, looks_like in _ARRAY_SHAPES:
+            if payload and looks_like(payload[0]):
+                return name
         return "hubspot" if hubspot.looks_like(payload) else "batch"
-    if salesforce_history.looks_like(payload):
-        return "salesforce-history"
-    if hubspot_history.looks_like(payload):
-        return "hubspot-history"
-    if pipedrive_history.looks_like(payload):
-        return "pipedrive-history"
-    if pipedrive.looks_like(payload):
-        return "pipedrive"
-    if salesforce.looks_like(payload):
-        return "salesforce"
-    if hubspot.looks_like(payload):
-        return "hubspot"
+    for name, looks_like in _OBJECT_SHAPES:
+        if looks_like(payload):
+            return name
     raise AdapterError("unknown_shape", "payload matches no known vendor format")
+
+
+_ARRAY_SHAPES = (
+    ("salesforce-history", salesforce_history.looks_like),
+    ("hubspot-history", hubspot_history.looks_like),
+)
+"""Arrays whose elements are history items (a HubSpot webhook batch is checked after these)."""
+_OBJECT_SHAPES = (
+    *_ARRAY_SHAPES,
+    ("pipedrive-history", pipedrive_history.looks_like),
+    ("pipedrive", pipedrive.looks_like),
+    ("salesforce", salesforce.looks_like),
+    ("hubspot", hubspot.looks_like),
+)
+"""A single payload's shapes, in the order they are told apart."""
 
 
 def normalize_with_errors(payload: Any, source: str = "auto") -> tuple[list[ChangeEvent], list[AdapterError]]:
