@@ -10,11 +10,16 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from app.adapters.errors import bad_type, missing
-from detectors.events import Actor, ActorKind, SourceIdentity
+from pydantic import ValidationError
+
+from app.adapters.errors import AdapterError, bad_type, missing
+from detectors.events import Actor, ActorKind, ChangeEvent, SourceIdentity
+
+K = TypeVar("K")
 
 _NUMERIC = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -211,3 +216,30 @@ def page_items(payload: Any, key: str) -> list[Any]:
     if isinstance(payload, dict) and isinstance(payload.get(key), list):
         return payload[key]
     return payload if isinstance(payload, list) else [payload]
+
+
+def events_per_save(
+    items: list[Any],
+    save_key: Callable[[Any], K],
+    make_event: Callable[[K, list[Any]], ChangeEvent],
+    describe: Callable[[K], str],
+) -> tuple[list[ChangeEvent], list[AdapterError]]:
+    """History exports: items (rows, changelog entries) grouped into saves by `save_key`, one
+    event per save. A bad item is its own error (at its index); a save whose values no event can
+    hold is a `bad_value` error named by `describe`."""
+    saves: dict[K, list[Any]] = {}
+    errors: list[AdapterError] = []
+    for index, item in enumerate(items):
+        try:
+            key = save_key(item)
+        except AdapterError as err:
+            errors.append(err.at(index))
+            continue
+        saves.setdefault(key, []).append(item)
+    events: list[ChangeEvent] = []
+    for key, group in saves.items():
+        try:
+            events.append(make_event(key, group))
+        except ValidationError as exc:  # a value no JSON field holds, an id too long ...
+            errors.append(AdapterError("bad_value", f"{describe(key)}: {exc.errors()[0]['msg']}"))
+    return events, errors

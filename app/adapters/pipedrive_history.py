@@ -24,9 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
-from app.adapters.common import as_bool, id_str, opt_id, opt_str, page_items, to_ms
+from app.adapters.common import as_bool, events_per_save, id_str, opt_id, opt_str, page_items, to_ms
 from app.adapters.errors import AdapterError, bad_type, missing
 from app.adapters.pipedrive import DERIVED_FIELDS, OBJECT_TYPES, VENDOR, actor_for
 from detectors.events import ChangeEvent, FieldChange
@@ -49,22 +47,9 @@ def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
     if entity not in OBJECT_TYPES:
         raise bad_type("entity", "deal, person or organization")
     record_id = id_str(payload["id"], "id")
-    saves: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
-    errors: list[AdapterError] = []
-    for index, entry in enumerate(page_items(payload, "data")):
-        try:
-            key = _save_key(entry)
-        except AdapterError as err:
-            errors.append(err.at(index))
-            continue
-        saves.setdefault(key, []).append(entry)
-    events: list[ChangeEvent] = []
-    for key, entries in saves.items():
-        try:
-            events.append(_event(entity, record_id, key, entries))
-        except ValidationError as exc:
-            errors.append(AdapterError("bad_value", f"{entity} {record_id}: {exc.errors()[0]['msg']}"))
-    return events, errors
+    return events_per_save(page_items(payload, "data"), _save_key,
+                           lambda key, entries: _event(entity, record_id, key, entries),
+                           lambda key: f"{entity} {record_id}")
 
 
 def _save_key(entry: Any) -> tuple[int, str, str]:

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
-from app.adapters.common import make_actor, opt_id, page_items, to_ms
+from app.adapters.common import events_per_save, make_actor, opt_id, page_items, to_ms
 from app.adapters.errors import AdapterError, missing
 from app.adapters.salesforce import OBJECT_TYPES, SF_ID, SYSTEM_FIELDS
 from detectors.events import ActorKind, ChangeEvent, FieldChange, ObjectType
@@ -74,22 +72,8 @@ def object_of(kind: str) -> tuple[str, ObjectType]:
 
 def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
     """Rows (one, an array, or a query page) to one event per save; a bad row is its own error."""
-    saves: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
-    errors: list[AdapterError] = []
-    for index, row in enumerate(page_items(payload, "records")):
-        try:
-            key = _save_key(row)
-        except AdapterError as err:
-            errors.append(err.at(index))
-            continue
-        saves.setdefault(key, []).append(row)
-    events: list[ChangeEvent] = []
-    for key, group in saves.items():
-        try:
-            events.append(_event(key, group))
-        except ValidationError as exc:  # a value no JSON field holds, an id too long ...
-            errors.append(AdapterError("bad_value", f"{key[0]} {key[1]}: {exc.errors()[0]['msg']}"))
-    return events, errors
+    return events_per_save(page_items(payload, "records"), _save_key, _event,
+                           lambda key: f"{key[0]} {key[1]}")
 
 
 def _save_key(row: Any) -> tuple[str, str, int, str]:
