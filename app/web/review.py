@@ -65,7 +65,7 @@ class RejectBody(_Body):
 
 
 class BatchFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     agent: str | None = None
     kind: str | None = None
@@ -74,7 +74,11 @@ class BatchFilter(BaseModel):
 
 
 class BatchApproveBody(_Body):
-    """Approve every pending proposal matching the filter, and among `ids` when given."""
+    """Approve every pending proposal matching the filter, and among `ids` when given; a filter
+    naming something, or ids, is required: approving the whole queue takes a deliberate filter."""
+
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"anyOf": [{"required": ["ids"]}, {"required": ["filter"]}]})
 
     filter: BatchFilter = Field(default_factory=BatchFilter)
     ids: list[str] | None = Field(default=None, max_length=1000)
@@ -353,7 +357,8 @@ def openapi_spec() -> dict[str, Any]:
         {"name": "kind", "in": "query", "schema": {"type": "string"}},
         {"name": "field", "in": "query", "schema": {"type": "string"}},
         {"name": "tier", "in": "query", "schema": {"type": "string", "enum": ["low", "medium", "high"]}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 500, "maximum": 5000}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 500, "minimum": 1,
+                                                      "maximum": 5000}},
     ]
     schemas = {"ReviewItem": _ITEM, "ReviewList": _LIST, "Trust": _TRUST, "BatchResult": _BATCH,
                "PinResult": {"type": "object", "properties": {"event": {"type": "object"}, "trust": _ref("Trust")}},

@@ -14,10 +14,10 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from aiokafka.errors import KafkaError
 from mode import Service
 
-from app.web.auth import Handler, operator_auth
+from app.web.auth import operator_auth
+from app.web.errors import broker_errors, json_errors
 from app.web.keys import BY_NAME
 from app.web.tls import server_ssl_context
 from app.web.users import UsersFile
@@ -27,25 +27,10 @@ log = logging.getLogger(__name__)
 ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver", "app.web.review", "app.web.timeline"]
 
 
-@web.middleware
-async def broker_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """503 `broker_unavailable` (JSON, with the reason) when a handler's write to Kafka failed:
-    the caller learns that its resume, decision or proposal did not go through and may retry it;
-    a bare 500 would say neither. (The webhook receiver answers its own 503 with a shorter wait:
-    vendors time out after a few seconds.)"""
-    try:
-        return await handler(request)
-    except KafkaError as exc:
-        log.warning("%s %s: the broker refused or did not answer: %r", request.method, request.path, exc)
-        return web.json_response({"error": "broker_unavailable",
-                                  "message": f"Kafka did not take the write ({type(exc).__name__}); retry later"},
-                                 status=503)
-
-
 def build_web_app(shared: dict[str, Any]) -> web.Application:
     """The application with every route module's routes and the shared objects attached."""
     application = web.Application(client_max_size=int(shared["settings"].max_payload_bytes) + 1024,
-                                  middlewares=[operator_auth, broker_errors])
+                                  middlewares=[json_errors, operator_auth, broker_errors])
     for name, value in shared.items():
         application[BY_NAME[name]] = value
     users_file = shared["settings"].api_users_file

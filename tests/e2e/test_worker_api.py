@@ -71,3 +71,34 @@ async def test_a_resume_without_a_usable_body_is_400(client: TestClient, body: b
 async def test_a_resume_of_an_agent_the_policy_does_not_know_is_404(client: TestClient) -> None:
     answer = await client.post("/api/agents/ghost/resume", json={"reason": "x", "by": "dana"})
     assert answer.status == 404 and (await answer.json())["error"] == "unknown_agent"
+
+
+async def test_unknown_paths_and_methods_on_the_api_answer_json_with_a_reason(client: TestClient) -> None:
+    missing = await client.get("/api/nothing-here")
+    assert missing.status == 404 and missing.content_type == "application/json"
+    assert (await missing.json())["error"] == "not_found"
+    wrong = await client.post("/api/alerts", json={})
+    assert wrong.status == 405 and wrong.content_type == "application/json"
+    assert (await wrong.json())["error"] == "method_not_allowed" and "GET" in wrong.headers["Allow"]
+    hook = await client.get("/webhooks/hubspot")
+    assert hook.status == 405 and (await hook.json())["error"] == "method_not_allowed"
+    page = await client.get("/no-such-page")  # pages keep aiohttp's own answer: a browser shows it
+    assert page.status == 404 and page.content_type == "text/plain"
+
+
+async def test_an_oversized_api_body_is_413_json() -> None:
+    app = build_web_app({"settings": Settings(max_payload_bytes=1000), "policy": Policy(agents={"enricher": AgentPolicy()}),
+                         "runtime": None, "board": AlertBoard()})
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        answer = await c.post("/api/agents/enricher/resume", data=b'{"reason": "' + b"x" * 5000 + b'"}',
+                              headers={"Content-Type": "application/json"})
+        assert answer.status == 413 and (await answer.json())["error"] == "too_large"
+
+
+async def test_a_failing_handler_is_a_logged_500_json_naming_no_internals(caplog: pytest.LogCaptureFixture) -> None:
+    app = build_web_app({"settings": Settings(), "policy": Policy(), "runtime": None})  # no alert board wired
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        answer = await c.get("/api/alerts")
+        body = await answer.json()
+    assert answer.status == 500 and body["error"] == "internal_error" and "KeyError" in body["message"]
+    assert "Traceback" not in body["message"] and any("GET /api/alerts failed" in r.message for r in caplog.records)
