@@ -28,9 +28,12 @@ class _Section(BaseModel):
 
 
 class UnattributedActorSettings(_Section):
-    """Changes from an identity no rule maps: warn, grouped per identity."""
+    """Changes from an identity no rule maps: warn, grouped per identity, and remind at most every
+    `renotify_after` while it stays unmapped (0: warn again whenever a new alert would open)."""
 
     severity: str = "warning"
+    renotify_after: Duration = 7 * 86_400_000
+    retention: Duration = 30 * 86_400_000
 
 
 class SourceGapSettings(_Section):

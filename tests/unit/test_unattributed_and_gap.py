@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from detectors.alerts import Alert
 from detectors.events import ActorKind, FieldChange
+from detectors.pipeline import Guard
+from detectors.policy import Policy
 from detectors.source_gap import SourceGapDetector
 from detectors.unattributed_actor import UnattributedActorDetector
 from tests.unit.helpers_events import Run, event
@@ -23,3 +26,68 @@ def test_gap_events_become_findings() -> None:
     found = run.feed(gap)
     assert len(found) == 1 and "GAP_UPDATE" in found[0].summary
     assert found[0].severity.value == "warning"
+
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+def _workday(day: int, hour: int, n: int) -> int:
+    return day * DAY + hour * HOUR + n * 60_000
+
+
+def test_an_unmapped_integration_is_warned_about_once_a_week_not_every_morning() -> None:
+    """It works 9:00-9:05 every day; nights are quiet for longer than alerts.resolve_after (6 h)."""
+    run = Run(UnattributedActorDetector())
+    by_day: dict[int, list[str]] = {}
+    for day in range(15):
+        for n in range(5):
+            found = run.feed(event(f"{day}-{n}", {"x": str(n)}, at=_workday(day, 9, n), by="app-9",
+                                   kind=ActorKind.UNKNOWN))
+            by_day.setdefault(day, []).extend(f.severity.value for f in found)
+    warned = [day for day, sevs in by_day.items() if "warning" in sevs]
+    assert warned == [0, 7, 14]
+    assert by_day[0] == ["warning"] + ["info"] * 4 and by_day[3] == ["info"] * 5
+
+
+def test_each_identity_has_its_own_reminder_and_renotify_zero_warns_every_time() -> None:
+    run = Run(UnattributedActorDetector())
+    first = run.feed(event(1, {"x": "1"}, at=0, by="app-1", kind=ActorKind.UNKNOWN),
+                     event(2, {"x": "1"}, at=HOUR, by="app-2", kind=ActorKind.UNKNOWN),
+                     event(3, {"x": "1"}, at=2 * HOUR, by="app-1", kind=ActorKind.UNKNOWN))
+    assert [f.severity.value for f in first] == ["warning", "warning", "info"]
+    always = Run(UnattributedActorDetector(),
+                 policy=Policy.model_validate({"detectors": {"unattributed_actor": {"renotify_after": 0}}}))
+    daily = (event(i, {"x": "1"}, at=i * DAY, by="app-1", kind=ActorKind.UNKNOWN) for i in range(3))
+    found = always.feed(*daily)
+    assert [f.severity.value for f in found] == ["warning"] * 3
+
+
+def test_an_out_of_order_change_does_not_move_the_reminder() -> None:
+    run = Run(UnattributedActorDetector())
+    run.feed(event(1, {"x": "1"}, at=10 * DAY, by="app-1", kind=ActorKind.UNKNOWN))
+    late = run.feed(event(2, {"x": "1"}, at=DAY, by="app-1", kind=ActorKind.UNKNOWN))
+    assert [f.severity.value for f in late] == ["info"]
+    assert [f.severity.value for f in run.feed(event(3, {"x": "1"}, at=17 * DAY, by="app-1",
+                                                     kind=ActorKind.UNKNOWN))] == ["warning"]
+
+
+def test_reminders_are_forgotten_after_the_retention() -> None:
+    state = {"unknown:a": {"w": 0}, "unknown:b": {"w": 29 * DAY}}
+    assert UnattributedActorDetector.compact(state, 31 * DAY) == 1 and list(state) == ["unknown:b"]
+
+
+def test_the_guard_opens_one_alert_per_unmapped_identity_over_a_fortnight() -> None:
+    """Through the alert manager: the info evidence grows the open alert, and the week's quiet
+    nights do not reopen it; the reminder after seven days is a second alert."""
+    guard = Guard(Policy())
+    alerts: dict[str, Alert] = {}
+    for day in range(10):
+        for n in range(5):
+            out = guard.process(event(f"{day}-{n}", {"x": str(n)}, at=_workday(day, 9, n), by="app-9",
+                                      kind=ActorKind.UNKNOWN))
+            for alert in out.alerts:
+                alerts[alert.dedup_key] = alert
+    unattributed = [a for a in alerts.values() if a.kind == "unattributed_actor"]
+    assert len(unattributed) == 2
+    assert sorted(a.count for a in unattributed) == [5, 5]
