@@ -13,9 +13,11 @@ produced, then the record is marked done; `start()` redoes the effects of record
 crash, so effects are at least once (crm.approved consumers dedup by proposal_id). Decisions are
 serialized by one lock: a proposal is decided once (the second decision gets AlreadyDecided).
 Several workers share guard.decisions and each follows it (store.py), so any worker's API and
-page show every proposal and decision; two workers deciding the same proposal in the same
-fraction of a second both succeed (the later write is the record; crm.approved consumers dedup),
-and trust moved on two workers at once keeps the later write.
+page show every proposal and decision. Two workers deciding the same proposal in the same
+fraction of a second both find it pending and both write; the first decision in the log is the
+one that counts on every worker, and the other worker answers AlreadyDecided having produced no
+effect (`_save_decision`); two sweepers expiring one proposal do the same. Trust moved on two
+workers at once keeps the later write.
 
 Messages (all JSON, keyed by agent):
 * crm.approved: {"proposal_id", "agent", "change", "decision": auto|approved|modified|implicit,
@@ -45,7 +47,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.review.models import REJECT_CATEGORIES, ReviewFilter, ReviewRecord, ReviewStatus
-from app.review.store import DecisionLog, ReviewStore, encode_record, encode_trust
+from app.review.store import DecisionLog, ReviewStore, encode_record, encode_trust, same_decision
 from app.runtime.kafka_client import client_kwargs, make_producer
 from detectors.base import Finding
 from detectors.events import ChangeEvent, FieldChange
@@ -56,6 +58,8 @@ from detectors.trust import LEVELS, TrustModel
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+DECISION_CONFIRM_S = 10.0
+"""How long a decision waits for this worker's follower to read it back (ReviewService._save_decision)."""
 
 
 class ReviewError(Exception):
@@ -309,7 +313,10 @@ class ReviewService:
                           applied_change=change.model_dump(mode="json"),
                           category="modified" if modified else "approved")
         decided = record.model_copy(update=update)
-        await self._save(decided)
+        winner = await self._save_decision(decided)
+        if not same_decision(winner, decided):
+            raise AlreadyDecided(f"proposal {proposal_id} is already {winner.status.value}"
+                                 f" (by {winner.decided_by}, at the same time on another worker)")
         self.metrics.decisions.labels(self.metrics.label(record.agent), decided.status.value).inc()
         await self._finish(decided)
         self._refresh_backlog()
@@ -335,7 +342,8 @@ class ReviewService:
                     update.update(status=ReviewStatus.EXPIRED, decided_by="expiry",
                                   decision_reason="nobody reviewed it in time", category="expired")
                 decided = record.model_copy(update=update)
-                await self._save(decided)
+                if not same_decision(await self._save_decision(decided), decided):
+                    continue  # another worker expired it (or a person decided it) first
                 self.metrics.decisions.labels(self.metrics.label(record.agent), str(update["category"])).inc()
                 await self._finish(decided)
                 done.append(record.proposal_id)
@@ -516,6 +524,31 @@ class ReviewService:
         key, value = encode_record(record)
         offset = await self.log.write(key, value)
         self.store.put(record, offset)
+
+    async def _save_decision(self, record: ReviewRecord) -> ReviewRecord:
+        """Write a decision and return the decision that counts: `record`, or the one another
+        worker wrote before it (the first in the log wins; ReviewStore._hold). Waits until this
+        worker's follower has read past the write, a few milliseconds on a healthy broker; if it
+        has not within DECISION_CONFIRM_S, the decision is held as written (the behaviour before
+        this check) and a warning logged. When this decision lost and is the key's latest
+        message, the winner is written again: a compacted guard.decisions keeps only the latest,
+        and a restart must find the winner there, not the loser."""
+        assert self.log is not None, "ReviewService.start() was not awaited"
+        key, value = encode_record(record)
+        partition, offset = await self.log.write_record(key, value)
+        if not await self.log.followed_past(partition, offset, DECISION_CONFIRM_S):
+            log.warning("review: guard.decisions was not followed past offset %d within %.0fs; "
+                        "holding decision on %s as written", offset, DECISION_CONFIRM_S, key)
+            self.store.put(record, offset)
+            return record
+        held = self.store.get(record.proposal_id)
+        if held is None or same_decision(held, record):
+            return record
+        log.info("review: %s was decided first elsewhere (%s by %s); %s by %s not applied", key,
+                 held.status.value, held.decided_by, record.status.value, record.decided_by)
+        if self.store.offsets.get(key) == offset:
+            await self._save(held)
+        return held
 
     async def _save_trust(self, agent: str) -> None:
         assert self.log is not None, "ReviewService.start() was not awaited"

@@ -13,7 +13,14 @@ every change is written (and acknowledged) before the index is updated, and the 
 (`DecisionLog.follow`), so that what other workers write (a proposal submitted or decided there,
 an agent's trust moved by its overrides) reaches this worker's store, API and page within a
 fetch. The store remembers the offset each key was last written at and never applies an older
-one, so a follower behind this worker's own write cannot roll a decision back. Memory: decided
+one, so a follower behind this worker's own write cannot roll a decision back.
+
+A decision is final, and the first one in the log wins: two people deciding one proposal on two
+workers at the same moment both find it pending and both write. Every worker applies the log in
+order and ignores a decided record that differs from the decision it already holds, and the
+service writing a decision waits until its follower has read past it (`followed_past`) before
+producing any effect: the one whose decision came second answers 409 and produces nothing (see
+ReviewService._save_decision). Memory: decided
 records are kept `keep_decided` (default 90 days) and then tombstoned; pending records are kept
 until decided or expired. Each record is about 2 KB in memory.
 """
@@ -79,14 +86,23 @@ class ReviewStore:
         data = orjson.loads(value)
         if data.get("type") == "trust":
             self.trust[data["agent"]] = data["state"]
-        else:
-            self.records[text] = ReviewRecord.model_validate(data)
-        return True
+            return True
+        return self._hold(ReviewRecord.model_validate(data))
 
     def put(self, record: ReviewRecord, offset: int | None = None) -> None:
-        """Hold a record this worker wrote at `offset` (kept out if a newer one was followed)."""
+        """Hold a record this worker wrote at `offset` (kept out if a newer one was followed, or
+        if it is another decision of a proposal already decided)."""
         if self.newer(record.proposal_id, offset):
-            self.records[record.proposal_id] = record
+            self._hold(record)
+
+    def _hold(self, record: ReviewRecord) -> bool:
+        """Hold `record` unless the proposal is decided and `record` is not that decision: the
+        first decision in the log wins, whatever comes after it (a concurrent one that lost)."""
+        held = self.records.get(record.proposal_id)
+        if held is not None and not held.pending and not same_decision(held, record):
+            return False
+        self.records[record.proposal_id] = record
+        return True
 
     # ---- queries ------------------------------------------------------------------------------
 
@@ -138,6 +154,13 @@ class ReviewStore:
         ]
 
 
+def same_decision(held: ReviewRecord, incoming: ReviewRecord) -> bool:
+    """Whether `incoming` is the decision `held` records (or its later state: effects done), as
+    opposed to another decision of the same proposal."""
+    return (held.status, held.via, held.decided_by, held.decided_at) == (
+        incoming.status, incoming.via, incoming.decided_by, incoming.decided_at)
+
+
 def encode_record(record: ReviewRecord) -> tuple[str, bytes]:
     return record.proposal_id, orjson.dumps(record.model_dump(mode="json"))
 
@@ -155,7 +178,8 @@ class DecisionLog:
         self.topic = topic
         self.producer = producer
         self.client_kwargs = client_kwargs or {}
-        self.positions: dict[TopicPartition, int] = {}  # where the rebuild stopped: the follower's start
+        self.positions: dict[TopicPartition, int] = {}  # the next offset to read: rebuild, then follower
+        self._progress = asyncio.Condition()
 
     async def ensure_topic(self, replication_factor: int = 1) -> bool:
         """Create the compacted topic (one partition) unless it exists; True when created."""
@@ -175,8 +199,27 @@ class DecisionLog:
 
     async def write(self, key: str, value: bytes | None) -> int:
         """Produce one record and wait for the broker's acknowledgement; returns its offset."""
+        return (await self.write_record(key, value))[1]
+
+    async def write_record(self, key: str, value: bytes | None) -> tuple[int, int]:
+        """`write`, returning the partition and the offset."""
         metadata = await self.producer.send_and_wait(self.topic, key=key.encode(), value=value)
-        return int(metadata.offset)
+        return int(metadata.partition), int(metadata.offset)
+
+    async def followed_past(self, partition: int, offset: int, timeout_s: float) -> bool:
+        """Wait until the follower has applied the message at `offset` (and all before it);
+        False when it has not within `timeout_s`."""
+        tp = TopicPartition(self.topic, partition)
+
+        async def reached() -> None:
+            async with self._progress:
+                await self._progress.wait_for(lambda: self.positions.get(tp, 0) > offset)
+
+        try:
+            await asyncio.wait_for(reached(), timeout_s)
+        except TimeoutError:  # asyncio's is the builtin from Python 3.11
+            return False
+        return True
 
     async def rebuild(self, store: ReviewStore, timeout_s: float = 60.0) -> int:
         """Read the topic from the beginning to its current end into `store`; returns messages read."""
@@ -232,9 +275,14 @@ class DecisionLog:
                     await asyncio.sleep(1.0)
                     continue
                 changed = False
-                for records in batch.values():
+                for tp, records in batch.items():
                     for rec in records:
                         changed = store.apply_message(rec.key, rec.value, rec.offset) or changed
+                    if records:
+                        self.positions[tp] = records[-1].offset + 1
+                if batch:
+                    async with self._progress:
+                        self._progress.notify_all()
                 if changed and on_applied is not None:
                     on_applied()
         finally:

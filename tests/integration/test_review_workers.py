@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -59,3 +60,56 @@ async def test_a_proposal_submitted_on_one_worker_is_decided_on_the_other(kafka_
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_two_people_deciding_one_proposal_at_once_on_two_workers_get_one_decision(
+        kafka_bootstrap: str, unique: str) -> None:
+    """Both workers find p-201 pending and both write a decision: the first in guard.decisions
+    counts everywhere; the other person gets AlreadyDecided and nothing of theirs reaches
+    crm.approved, guard.feedback or trust. A third worker started afterwards (a restart) agrees."""
+    from tests.integration.helpers_stream import read_topic
+
+    settings = make_settings(kafka_bootstrap, unique)
+    await create_topics(settings)
+    a, b = (ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
+            for _ in range(2))
+    await a.start()
+    await b.start()
+    c: ReviewService | None = None
+    try:
+        for n in range(3):
+            await a.submit(proposal(f"p-20{n}", f"10{n}", {"jobtitle": f"VP {n}"}))
+        await until(lambda: all(status(b, f"p-20{n}") == "pending" for n in range(3)))
+        outcomes: dict[str, list[str]] = {}
+        for n in range(3):
+            pid = f"p-20{n}"
+            results = await asyncio.gather(a.approve(pid, "ann", "checked"),
+                                           b.reject(pid, "bob", "not on the site", "wrong_value"),
+                                           return_exceptions=True)
+            assert sum(isinstance(r, AlreadyDecided) for r in results) == 1, results
+            winner = next(r for r in results if not isinstance(r, BaseException))
+            outcomes[pid] = [winner.status.value, str(winner.decided_by)]
+            await until(lambda pid=pid, won=winner.status.value: status(a, pid) == status(b, pid) == won)
+            assert a.store.get(pid).decided_by == b.store.get(pid).decided_by  # type: ignore[union-attr]
+
+        approved = await read_topic(kafka_bootstrap, settings.topics.approved)
+        feedback = await read_topic(kafka_bootstrap, settings.topics.feedback)
+        approved_ids = sorted(orjson.loads(r.value)["proposal_id"] for r in approved)
+        assert approved_ids == sorted(p for p, (s, _) in outcomes.items() if s == "approved")
+        decisions = [orjson.loads(r.value) for r in feedback if orjson.loads(r.value).get("type") == "review"]
+        assert sorted((d["proposal_id"], d["decision"]) for d in decisions) == sorted(
+            (p, s) for p, (s, _) in outcomes.items())
+        await until(lambda: a.trust_snapshot("enricher")["tiers"]["low"]["counts"] ==
+                    b.trust_snapshot("enricher")["tiers"]["low"]["counts"])
+        counts = a.trust_snapshot("enricher")["tiers"]["low"]["counts"]
+        assert sum(counts.get(k, 0) for k in ("approved", "rejected")) == 3  # one outcome each, not two
+
+        c = ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
+        await c.start()
+        for pid, (state, by) in outcomes.items():
+            held = c.store.get(pid)
+            assert held is not None and [held.status.value, held.decided_by] == [state, by] and held.done
+    finally:
+        for service in (a, b, c):
+            if service is not None:
+                await service.stop()

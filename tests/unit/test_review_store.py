@@ -139,11 +139,28 @@ def test_a_followed_message_older_than_what_the_store_holds_is_not_applied() -> 
     assert not store.apply_message(key, value, 5)  # the follower, behind, reads the submission
     assert store.get("p-1").status is ReviewStatus.APPROVED  # type: ignore[union-attr]
     assert not store.apply_message(*encode_record(approved), 7)  # its own write read back
-    later = record("p-1", ReviewStatus.REJECTED)
-    assert store.apply_message(*encode_record(later), 9)  # another worker's later decision
-    assert store.get("p-1").status is ReviewStatus.REJECTED  # type: ignore[union-attr]
+    done = approved.model_copy(update={"done": True})
+    assert store.apply_message(*encode_record(done), 9)  # the same decision, its effects produced
     store.put(approved, offset=8)  # a write acknowledged after the follower applied a newer one
-    assert store.get("p-1").status is ReviewStatus.REJECTED  # type: ignore[union-attr]
+    assert store.get("p-1").done  # type: ignore[union-attr]
+
+
+def test_the_first_decision_in_the_log_wins_over_a_concurrent_one() -> None:
+    """Two workers decided p-1 at once: ann's approval landed first, bob's rejection second.
+    Every follower holds ann's, whatever order its own writes were acknowledged in."""
+    store = ReviewStore()
+    assert store.apply_message(*encode_record(record("p-1")), 1)
+    ann = record("p-1", ReviewStatus.APPROVED)
+    bob = record("p-1", ReviewStatus.REJECTED).model_copy(update={"decided_by": "bob"})
+    assert store.apply_message(*encode_record(ann), 2)
+    assert not store.apply_message(*encode_record(bob), 3)  # second: not applied
+    assert not store.apply_message(*encode_record(record("p-1")), 4)  # nor a pending copy after it
+    store.put(bob, offset=5)  # nor bob's own write, put by his worker
+    assert store.get("p-1").decided_by == "ann" and store.offsets["p-1"] == 5  # type: ignore[union-attr]
+    assert store.apply_message(*encode_record(ann.model_copy(update={"done": True})), 6)
+    assert store.get("p-1").done  # type: ignore[union-attr]
+    assert store.apply_message("p-1", None, 7) and store.get("p-1") is None  # pruned: gone
+    assert store.apply_message(*encode_record(record("p-1")), 8)  # a proposal under that id again
 
 
 def test_tombstones_by_offset_and_trust_keys() -> None:
