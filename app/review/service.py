@@ -279,7 +279,11 @@ class ReviewService:
             else:
                 targets = [r.proposal_id for r in self.store.pending(flt)]
             for pid in targets:
-                await self._decide_human(pid, by, reason, "approve")
+                try:
+                    await self._decide_human(pid, by, reason, "approve")
+                except AlreadyDecided as exc:  # decided on another worker meanwhile
+                    skipped.append({"proposal_id": pid, "reason": str(exc)})
+                    continue
                 approved.append(pid)
         return {"approved": approved, "skipped": skipped}
 

@@ -92,6 +92,20 @@ async def test_two_people_deciding_one_proposal_at_once_on_two_workers_get_one_d
             await until(lambda pid=pid, won=winner.status.value: status(a, pid) == status(b, pid) == won)
             assert a.store.get(pid).decided_by == b.store.get(pid).decided_by  # type: ignore[union-attr]
 
+        await a.submit(proposal("p-203", "103", {"jobtitle": "VP 3"}))
+        await until(lambda: status(b, "p-203") == "pending")
+        single, batch = await asyncio.gather(b.reject("p-203", "bob", "not on the site", "wrong_value"),
+                                             a.batch_approve("ann", "checked", ids=["p-203"]),
+                                             return_exceptions=True)
+        if isinstance(single, AlreadyDecided):  # the batch's approval came first
+            assert isinstance(batch, dict) and batch["approved"] == ["p-203"]
+            outcomes["p-203"] = ["approved", "ann"]
+        else:  # the rejection came first (the likelier order): the batch skips p-203 and says why
+            assert isinstance(batch, dict) and batch["approved"] == []
+            assert "already rejected (by bob" in batch["skipped"][0]["reason"]
+            outcomes["p-203"] = ["rejected", "bob"]
+        await until(lambda: status(a, "p-203") == status(b, "p-203") == outcomes["p-203"][0])
+
         approved = await read_topic(kafka_bootstrap, settings.topics.approved)
         feedback = await read_topic(kafka_bootstrap, settings.topics.feedback)
         approved_ids = sorted(orjson.loads(r.value)["proposal_id"] for r in approved)
@@ -102,7 +116,7 @@ async def test_two_people_deciding_one_proposal_at_once_on_two_workers_get_one_d
         await until(lambda: a.trust_snapshot("enricher")["tiers"]["low"]["counts"] ==
                     b.trust_snapshot("enricher")["tiers"]["low"]["counts"])
         counts = a.trust_snapshot("enricher")["tiers"]["low"]["counts"]
-        assert sum(counts.get(k, 0) for k in ("approved", "rejected")) == 3  # one outcome each, not two
+        assert sum(counts.get(k, 0) for k in ("approved", "rejected")) == 4  # one outcome each, not two
 
         c = ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
         await c.start()
