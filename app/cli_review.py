@@ -25,6 +25,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from app.cli_types import positive_float
 from app.review.models import REJECT_CATEGORIES
 
 
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the guard's base URL (default: settings public_url)")
     common.add_argument("--by", help="who decides (default: your login name)")
-    common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the guard")
+    common.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for the guard")
 
     review = subparsers.add_parser("review", help="list and decide proposals in the review queue")
     sub = review.add_subparsers(dest="review_command", metavar="ACTION")

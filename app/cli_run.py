@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.broker.embedded import BrokerError, EmbeddedBroker, start_embedded
+from app.cli_types import port_number, positive_float
 from app.config import Settings, SettingsError, load_settings
 from app.policy_file import load_policy
 from app.policy_lint import lint_policy
@@ -175,7 +176,7 @@ def _broker_failed(reason: str, command: str, failures: list[str]) -> None:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="settings YAML (default: CRM_GUARD_CONFIG, then env)")
     p.add_argument("--policy", metavar="FILE", help="policy YAML")
-    p.add_argument("--port", type=int, help="web/metrics port (default 6066)")
+    p.add_argument("--port", type=port_number, help="web/metrics port (default 6066)")
     p.add_argument("--no-idempotence", action="store_true",
                    help="plain acks=all producer (brokers without InitProducerId)")
 
@@ -188,7 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.set_defaults(func=lambda a: _run_worker(a, demo=False))
     demo = sub.add_parser("demo", help="the guard on the embedded broker, replaying the demo incident live")
     _add_common(demo)
-    demo.add_argument("--speed", type=float, default=3600.0,
+    demo.add_argument("--speed", type=positive_float, default=3600.0,
                       help="simulated seconds per wall second (default 3600: an hour a second)")
     demo.add_argument("--exit-when-done", action="store_true", help="stop once the incident has been processed")
     demo.set_defaults(func=lambda a: _run_worker(a, demo=True))

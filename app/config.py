@@ -71,7 +71,7 @@ class Settings(BaseModel):
     `<state_dir>/state/`, so a restarted worker reads its state from disk and only the changelog's
     tail from Kafka (app/runtime/local_store.py). Off: every restore reads the whole changelog."""
     web_host: str = "127.0.0.1"
-    web_port: int = 6066
+    web_port: int = Field(default=6066, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:6066"
     web_tls_certfile: str | None = None
     """PEM certificate chain (with `web_tls_keyfile`, its key): the web server speaks HTTPS itself
