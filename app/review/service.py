@@ -17,7 +17,7 @@ page show every proposal and decision. Two workers deciding the same proposal in
 fraction of a second both find it pending and both write; the first decision in the log is the
 one that counts on every worker, and the other worker answers AlreadyDecided having produced no
 effect (`_save_decision`); two sweepers expiring one proposal do the same. Trust moved on two
-workers at once keeps the later write.
+workers at once keeps both outcomes: the second write is merged into the first (`_save_trust`).
 
 Messages (all JSON, keyed by agent):
 * crm.approved: {"proposal_id", "agent", "change", "decision": auto|approved|modified|implicit,
@@ -34,6 +34,7 @@ Messages (all JSON, keyed by agent):
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import time
@@ -58,6 +59,8 @@ from detectors.trust import LEVELS, TrustModel
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+TRUST_MERGE_ROUNDS = 3
+"""Writes of one trust update at most, when other workers keep writing the same agent's trust."""
 DECISION_CONFIRM_S = 10.0
 """How long a decision waits for this worker's follower to read it back (ReviewService._save_decision)."""
 
@@ -393,7 +396,8 @@ class ReviewService:
             update = self.model.record(self.store.trust, self.policy, agent, tier, "override", at, outcome_id)
             if not update.applied:
                 return None
-            await self._save_trust(agent)
+            await self._save_trust(agent, lambda state: self.model.record(
+                state, self.policy, agent, tier, "override", at, outcome_id))
             message = {
                 "type": "override", "agent": agent, "record_key": record_key, "field": field,
                 "agent_value": details.get("agent_value"), "human_value": details.get("human_value"),
@@ -422,8 +426,10 @@ class ReviewService:
             raise BadRequest(str(exc)) from exc
         by = _require_by(by)
         async with self._lock:
-            event = self.model.pin(self.store.trust, self.policy, agent, tier_v, level_v, self._now(), by, reason)
-            await self._save_trust(agent)
+            now = self._now()
+            event = self.model.pin(self.store.trust, self.policy, agent, tier_v, level_v, now, by, reason)
+            await self._save_trust(agent, lambda state: self.model.pin(
+                state, self.policy, agent, tier_v, level_v, now, by, reason))
             public = {k: v for k, v in event.items() if k != "by"}
             await self._send(self.topics.feedback, agent, public)
             self._refresh_trust(agent)
@@ -554,14 +560,34 @@ class ReviewService:
             await self._save(held)
         return held
 
-    async def _save_trust(self, agent: str) -> None:
+    async def _save_trust(self, agent: str, redo: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        """Write the agent's trust state, which `redo` (the update just applied to it) changed.
+
+        Another worker may have moved the same agent's trust from the same earlier state at the
+        same moment (an override there, a decision here): whichever write lands second would hide
+        the other's outcome. So after writing, wait until the follower has read past the write;
+        if another worker's trust message for the agent landed between the state this one was
+        computed from and this write, apply `redo` to that state (the trust model skips an
+        outcome it already holds) and write the result, up to TRUST_MERGE_ROUNDS times."""
         assert self.log is not None, "ReviewService.start() was not awaited"
         state = self.store.trust[agent]
-        key, value = encode_trust(agent, state)
-        if self.store.newer(key, await self.log.write(key, value)):
-            # what we wrote is the latest: hold it, even if the follower applied another worker's
-            # older trust message while we waited for the broker
-            self.store.trust[agent] = state
+        base = self.store.offsets.get(encode_trust(agent, None)[0], -1)
+        for _ in range(TRUST_MERGE_ROUNDS):
+            key, value = encode_trust(agent, state)
+            partition, offset = await self.log.write_record(key, value)
+            if self.store.newer(key, offset):
+                # what we wrote is the latest: hold it, even if the follower applied another
+                # worker's older trust message while we waited for the broker
+                self.store.trust[agent] = state
+            if redo is None or not await self.log.followed_past(partition, offset, DECISION_CONFIRM_S):
+                return
+            others = self.store.trust_written_between(agent, base, offset)
+            if not others:
+                return
+            merged = {agent: copy.deepcopy(others[-1])}
+            redo(merged)
+            log.info("review: trust of %s was written elsewhere meanwhile; merged this update into it", agent)
+            state, base = merged[agent], offset
 
     async def _send(self, topic: str, key: str, message: Mapping[str, Any]) -> None:
         assert self.producer is not None
@@ -577,12 +603,14 @@ class ReviewService:
         events: list[dict[str, Any]] = []
         if record.via == "human" and record.tier is not None:
             outcome = {"approved": "approved", "modified": "modified", "rejected": "rejected"}[status.value]
-            update = self.model.record(self.store.trust, self.policy, agent, record.tier, outcome,  # type: ignore[arg-type]
-                                       record.decided_at or record.received_at, f"review:{record.proposal_id}")
+            tier, outcome_id = record.tier, f"review:{record.proposal_id}"
+            at = record.decided_at or record.received_at
+            update = self.model.record(self.store.trust, self.policy, agent, tier, outcome, at, outcome_id)  # type: ignore[arg-type]
             trust = update.trust
             events = update.events
             if update.applied:
-                await self._save_trust(agent)
+                await self._save_trust(agent, lambda state: self.model.record(
+                    state, self.policy, agent, tier, outcome, at, outcome_id))  # type: ignore[arg-type]
         if record.via in ("human", "expiry") or status is ReviewStatus.REJECTED:
             if trust is None and record.tier is not None:
                 trust = self.model.trust(self.store.trust, agent, record.tier, record.decided_at)

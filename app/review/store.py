@@ -20,7 +20,10 @@ workers at the same moment both find it pending and both write. Every worker app
 order and ignores a decided record that differs from the decision it already holds, and the
 service writing a decision waits until its follower has read past it (`followed_past`) before
 producing any effect: the one whose decision came second answers 409 and produces nothing (see
-ReviewService._save_decision). Memory: decided
+ReviewService._save_decision). Trust is not a decision but a sum of outcomes: a worker whose
+trust write for an agent lands after another worker's, computed from the same earlier state,
+applies its outcome again to the other's state and writes that (ReviewService._save_trust;
+`trust_written_between` finds them). Memory: decided
 records are kept `keep_decided` (default 90 days) and then tombstoned; pending records are kept
 until decided or expired. Each record is about 2 KB in memory.
 """
@@ -44,6 +47,7 @@ from app.runtime.kafka_client import topic_partitions
 log = logging.getLogger(__name__)
 
 TRUST_PREFIX = "trust:"
+TRUST_READ_KEPT = 8
 
 
 class ReviewStore:
@@ -53,6 +57,8 @@ class ReviewStore:
         self.records: dict[str, ReviewRecord] = {}
         self.trust: dict[str, Any] = {}
         self.offsets: dict[str, int] = {}  # per key: the guard.decisions offset last applied
+        # per agent: the last trust messages read from the log, applied or not: (offset, value)
+        self.trust_read: dict[str, list[tuple[int, bytes]]] = {}
 
     # ---- applying log messages ---------------------------------------------------------------
 
@@ -72,6 +78,10 @@ class ReviewStore:
         if key is None:
             return False
         text = key.decode() if isinstance(key, bytes) else key
+        if offset is not None and value is not None and text.startswith(TRUST_PREFIX):
+            read = self.trust_read.setdefault(text[len(TRUST_PREFIX):], [])
+            read.append((offset, value))
+            del read[:-TRUST_READ_KEPT]
         if not self.newer(text, offset):
             return False
         if value is None:
@@ -88,6 +98,12 @@ class ReviewStore:
             self.trust[data["agent"]] = data["state"]
             return True
         return self._hold(ReviewRecord.model_validate(data))
+
+    def trust_written_between(self, agent: str, after: int, before: int) -> list[Any]:
+        """The trust states of `agent` read from the log at offsets strictly between `after` and
+        `before`, oldest first: what other workers wrote while this one computed its own."""
+        return [orjson.loads(value)["state"] for offset, value in self.trust_read.get(agent, ())
+                if after < offset < before]
 
     def put(self, record: ReviewRecord, offset: int | None = None) -> None:
         """Hold a record this worker wrote at `offset` (kept out if a newer one was followed, or

@@ -127,3 +127,38 @@ async def test_two_people_deciding_one_proposal_at_once_on_two_workers_get_one_d
         for service in (a, b, c):
             if service is not None:
                 await service.stop()
+
+
+async def test_trust_moved_on_two_workers_at_the_same_instant_keeps_both_outcomes(
+        kafka_bootstrap: str, unique: str) -> None:
+    """ann approves p-301 on one worker while bob rejects p-302 of the same agent and tier on the
+    other: each worker updates the agent's trust from what it held and writes it; the one whose
+    write came second merges its outcome into the first one's state, so both count everywhere
+    (and in what a restarted worker rebuilds)."""
+    settings = make_settings(kafka_bootstrap, unique)
+    await create_topics(settings)
+    a, b = (ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
+            for _ in range(2))
+    await a.start()
+    await b.start()
+    c: ReviewService | None = None
+
+    def counts(service: ReviewService) -> dict[str, int]:
+        tiers = service.trust_snapshot("enricher")["tiers"]
+        return {k: n for k, n in tiers["low"]["counts"].items() if n} if "low" in tiers else {}
+
+    try:
+        for n in range(1, 5):
+            await a.submit(proposal(f"p-30{n}", f"30{n}", {"jobtitle": f"Head {n}"}))
+        await until(lambda: all(status(b, f"p-30{n}") == "pending" for n in range(1, 5)))
+        await asyncio.gather(a.approve("p-301", "ann", "checked"), b.reject("p-302", "bob", "wrong", "wrong_value"))
+        await asyncio.gather(b.approve("p-303", "bob", "checked"), a.approve("p-304", "ann", "checked"))
+        expected = {"approved": 3, "rejected": 1}
+        await until(lambda: counts(a) == counts(b) == expected)
+        c = ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
+        await c.start()
+        assert counts(c) == expected
+    finally:
+        for service in (a, b, c):
+            if service is not None:
+                await service.stop()

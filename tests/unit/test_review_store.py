@@ -171,3 +171,19 @@ def test_tombstones_by_offset_and_trust_keys() -> None:
     assert not store.apply_message(*encode_trust("enricher", {"low": [0, 0]}), 6)
     assert store.trust["enricher"] == {"low": [1, 2]}
     assert store.apply_message(*encode_record(record("p-2")))  # no offset (tests, tools): always applied
+
+
+def test_trust_messages_read_are_kept_whether_applied_or_not() -> None:
+    """ReviewService._save_trust merges with what other workers wrote between the state it
+    started from and its own write: the store must remember those even when it did not apply
+    them (its own write, put first, was newer)."""
+    store = ReviewStore()
+    assert store.newer("trust:enricher", 12)  # this worker's own write, held first
+    for offset, n in ((9, 1), (11, 2), (12, 3), (14, 4)):
+        store.apply_message(*encode_trust("enricher", {"n": n}), offset)
+    assert store.trust_written_between("enricher", 9, 12) == [{"n": 2}]
+    assert store.trust_written_between("enricher", -1, 14) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert store.trust_written_between("scorer", -1, 99) == []
+    for offset in range(20, 40):
+        store.apply_message(*encode_trust("enricher", {"n": offset}), offset)
+    assert len(store.trust_read["enricher"]) == 8  # bounded
