@@ -196,6 +196,7 @@ class DecisionLog:
         self.client_kwargs = client_kwargs or {}
         self.positions: dict[TopicPartition, int] = {}  # the next offset to read: rebuild, then follower
         self._progress = asyncio.Condition()
+        self.following = False  # a follower is reading (followed_past has something to wait for)
 
     async def ensure_topic(self, replication_factor: int = 1) -> bool:
         """Create the compacted topic (one partition) unless it exists; True when created."""
@@ -224,7 +225,10 @@ class DecisionLog:
 
     async def followed_past(self, partition: int, offset: int, timeout_s: float) -> bool:
         """Wait until the follower has applied the message at `offset` (and all before it);
-        False when it has not within `timeout_s`."""
+        False when it has not within `timeout_s`, and at once when no follower runs (during
+        `ReviewService.start`, which finishes undone decisions before it starts following)."""
+        if not self.following:
+            return False
         tp = TopicPartition(self.topic, partition)
 
         async def reached() -> None:
@@ -275,6 +279,7 @@ class DecisionLog:
         """Apply what is written after the rebuild (by any worker) until cancelled; `on_applied`
         runs after each batch that changed the store. Broker errors are retried: the consumer
         reconnects on its own, and a follower that stopped would leave the page stale."""
+        self.following = True
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                   fetch_max_wait_ms=200, **self.client_kwargs)
         await reader.start()
@@ -302,6 +307,7 @@ class DecisionLog:
                 if changed and on_applied is not None:
                     on_applied()
         finally:
+            self.following = False
             await reader.stop()
 
 

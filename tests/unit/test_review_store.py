@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -9,7 +10,7 @@ import pytest
 
 from app.review.models import ReviewFilter, ReviewRecord, ReviewStatus
 from app.review.service import BadRequest, _modified, parse_proposal
-from app.review.store import ReviewStore, encode_record, encode_trust
+from app.review.store import DecisionLog, ReviewStore, encode_record, encode_trust
 from detectors.events import Actor, ActorKind, ChangeEvent, FieldChange, ObjectType, SourceIdentity
 from detectors.gate import Proposal
 from detectors.policy import Tier
@@ -187,3 +188,11 @@ def test_trust_messages_read_are_kept_whether_applied_or_not() -> None:
     for offset in range(20, 40):
         store.apply_message(*encode_trust("enricher", {"n": offset}), offset)
     assert len(store.trust_read["enricher"]) == 8  # bounded
+
+
+async def test_without_a_follower_there_is_nothing_to_wait_for() -> None:
+    """ReviewService.start finishes undone decisions before it follows the log: their trust
+    writes must not each wait DECISION_CONFIRM_S for a follower that is not there yet."""
+    log = DecisionLog("127.0.0.1:9", "guard.decisions", producer=None)  # type: ignore[arg-type]
+    assert not log.following
+    assert await asyncio.wait_for(log.followed_past(0, 5, timeout_s=60.0), 5.0) is False
