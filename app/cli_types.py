@@ -20,18 +20,12 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """A finite number above 0."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
-    return value
+    return _finite(text, zero_allowed=False)
 
 
 def non_negative_float(text: str) -> float:
     """A finite number of 0 or more."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
+    return _finite(text, zero_allowed=True)
 
 
 def port_number(text: str) -> int:
@@ -45,11 +39,13 @@ def port_number(text: str) -> int:
     return value
 
 
-def _finite(text: str) -> float:
+def _finite(text: str, *, zero_allowed: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    if value < 0 or (value == 0 and not zero_allowed):
+        raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero_allowed else 'above 0'}, not {text}")
     return value

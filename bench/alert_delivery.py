@@ -33,7 +33,8 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from app.sinks.delivery import DeliveryService, KafkaDeliveryLog, MemoryDeliveryLog, delivery_metrics  # noqa: E402
+from app.sinks.delivery import DeliveryService, delivery_metrics  # noqa: E402
+from app.sinks.delivery_log import KafkaDeliveryLog, MemoryDeliveryLog  # noqa: E402
 from app.sinks.routing import RoutingConfig  # noqa: E402
 from app.sinks.webhook import DELIVERY_HEADER, WebhookSink  # noqa: E402
 from detectors.alerts import Alert  # noqa: E402

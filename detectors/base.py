@@ -166,6 +166,15 @@ State = MutableMapping[str, Any]
 (dicts, lists, str, int, float, bool, None) so the runtime can write them to a changelog."""
 
 
+def drop_older_than(state: State, cutoff_ms: int, time_key: str = "t") -> int:
+    """Compaction as most detectors do it: drop the entries whose time (`entry[time_key]`, ms of
+    event time) is before `cutoff_ms`; returns how many went."""
+    stale = [k for k, v in state.items() if v[time_key] < cutoff_ms]
+    for key in stale:
+        del state[key]
+    return len(stale)
+
+
 class Detector(Protocol):
     """One detection rule. Pure: no I/O, no wall clock; time is the event's.
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import bisect
 from typing import Any, ClassVar
 
-from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
+from detectors.base import Finding, Observation, Severity, Stage, State, drop_older_than, finding_for
 from detectors.identity import IdentityFields, extract, identity_class, identity_key
 from detectors.policy import Policy
 from detectors.settings import DuplicateSpikeSettings
@@ -207,10 +207,7 @@ class DuplicateIndexDetector:
     def compact(state: State, now_ms: int, settings: DuplicateSpikeSettings | None = None) -> int:
         """Drop identity keys untouched for `retention`; returns how many were dropped."""
         retention = (settings or DuplicateSpikeSettings()).retention
-        stale = [k for k, v in state.items() if v["t"] < now_ms - retention]
-        for key in stale:
-            del state[key]
-        return len(stale)
+        return drop_older_than(state, now_ms - retention)
 
     def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
         """`compact` with the policy's `duplicate_spike.retention`: what the stages call once per

@@ -46,7 +46,7 @@ from bisect import bisect_right
 from operator import itemgetter
 from typing import Any, ClassVar
 
-from detectors.base import Finding, Observation, Prior, Severity, Stage, State, finding_for
+from detectors.base import Finding, Observation, Prior, Severity, Stage, State, drop_older_than, finding_for
 from detectors.events import ActorKind, is_blank
 from detectors.policy import Policy, Tier
 from detectors.settings import MassOverwriteSettings
@@ -286,10 +286,7 @@ class MassOverwriteDetector:
     def compact(state: State, now_ms: int, settings: MassOverwriteSettings | None = None) -> int:
         """Drop actors idle for `retention`; returns how many entries were dropped."""
         retention = (settings or MassOverwriteSettings()).retention
-        stale = [k for k, v in state.items() if v["t"] < now_ms - retention]
-        for key in stale:
-            del state[key]
-        return len(stale)
+        return drop_older_than(state, now_ms - retention)
 
     def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
         """`compact` with the policy's `mass_overwrite.retention`: what the stages call once per

@@ -42,7 +42,7 @@ from __future__ import annotations
 from sys import intern
 from typing import Any, ClassVar
 
-from detectors.base import Finding, Observation, Severity, Stage, State
+from detectors.base import Finding, Observation, Severity, Stage, State, drop_older_than
 from detectors.events import ActorKind, JsonValue, ObjectType
 from detectors.pipelines_default import PIPELINE_FIELDS, progress, stage_field, stage_value
 from detectors.policy import Policy
@@ -282,10 +282,7 @@ class OverrideDetector:
     def compact(state: State, now_ms: int, settings: OverrideSettings | None = None) -> int:
         """Drop records whose every remembered agent write is older than the window."""
         window = (settings or OverrideSettings()).window
-        stale = [k for k, v in state.items() if v["t"] < now_ms - window]
-        for key in stale:
-            del state[key]
-        return len(stale)
+        return drop_older_than(state, now_ms - window)
 
     def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
         """`compact` with the policy's `override.window`: what the stages call once per

@@ -26,7 +26,7 @@ from __future__ import annotations
 from sys import intern
 from typing import Any
 
-from detectors.base import Observation, Prior, State
+from detectors.base import Observation, Prior, State, drop_older_than
 from detectors.events import ActorKind, ChangeEvent, ObjectType, RelatedRecord, trusted_related
 from detectors.settings import RecordStateSettings
 
@@ -143,10 +143,7 @@ class RecordState:
     def compact(self, state: State, now_ms: int) -> int:
         """Drop records untouched for the retention period; returns how many were dropped."""
         cutoff = now_ms - self.settings.retention
-        stale = [k for k, v in state.items() if v["t"] < cutoff]
-        for key in stale:
-            del state[key]
-        return len(stale)
+        return drop_older_than(state, cutoff)
 
     @staticmethod
     def value_of(state: State, record_key: str, field: str) -> Any:

@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
+from detectors.base import Finding, Observation, Severity, Stage, State, drop_older_than, finding_for
 from detectors.events import ActorKind, ObjectType
 from detectors.pipelines_default import PIPELINE_FIELDS, STATUS_FIELDS, StageOrder, resolve, stage_field
 from detectors.policy import Policy
@@ -415,10 +415,7 @@ class SupportContextDetector:
     def compact(state: State, now_ms: int, settings: StageAnomalySettings | None = None) -> int:
         """Drop accounts whose last support and sales activity is older than the support window."""
         window = (settings or StageAnomalySettings()).support_window
-        stale = [k for k, v in state.items() if v["t"] < now_ms - window]
-        for key in stale:
-            del state[key]
-        return len(stale)
+        return drop_older_than(state, now_ms - window)
 
     def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
         """`compact` with the policy's `stage_anomaly.support_window`: what the stages call once per

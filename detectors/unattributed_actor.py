@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
+from detectors.base import Finding, Observation, Severity, Stage, State, drop_older_than, finding_for
 from detectors.events import ActorKind
 from detectors.policy import Policy
 from detectors.settings import UnattributedActorSettings
@@ -47,10 +47,7 @@ class UnattributedActorDetector:
     def compact(state: State, now_ms: int, settings: UnattributedActorSettings | None = None) -> int:
         """Drop identities not warned about for `retention`; returns how many entries went."""
         retention = (settings or UnattributedActorSettings()).retention
-        stale = [k for k, v in state.items() if v["w"] < now_ms - retention]
-        for key in stale:
-            del state[key]
-        return len(stale)
+        return drop_older_than(state, now_ms - retention, time_key="w")
 
     def compact_state(self, state: State, now_ms: int, policy: Policy) -> int:
         """`compact` with the policy's settings (called by the stages once per compaction period)."""

@@ -11,7 +11,7 @@ from app.config import Settings
 from app.pause.publisher import PauseTopicFollower
 from app.pause.signing import PauseVerifier
 from app.runtime.kafka_client import client_kwargs, group_kwargs
-from app.sinks.delivery import build_delivery
+from app.sinks.alert_feed import build_delivery
 from app.timeline.log import KafkaTimelineLog
 from app.timeline.store import TimelineStore
 

@@ -20,14 +20,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from app.sinks.delivery import (
-    AlertFeed,
-    DeliveryRecord,
-    DeliveryService,
-    KafkaDeliveryLog,
-    RetryPolicy,
-    delivery_metrics,
-)
+from app.sinks.alert_feed import AlertFeed
+from app.sinks.delivery import DeliveryService, RetryPolicy, delivery_metrics
+from app.sinks.delivery_log import DeliveryRecord, KafkaDeliveryLog
 from app.sinks.pagerduty import PagerDutySink
 from app.sinks.routing import RoutingConfig
 from app.sinks.slack import SlackSink
@@ -158,7 +153,9 @@ async def test_the_kafka_delivery_table_survives_a_restart(kafka_bootstrap: str,
 
 CHILD = """
 import asyncio, json, sys
-from app.sinks.delivery import AlertFeed, DeliveryService, KafkaDeliveryLog
+from app.sinks.alert_feed import AlertFeed
+from app.sinks.delivery import DeliveryService
+from app.sinks.delivery_log import KafkaDeliveryLog
 from app.sinks.pagerduty import PagerDutySink
 from app.sinks.routing import RoutingConfig
 from app.sinks.slack import SlackSink

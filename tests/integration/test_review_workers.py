@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from app.config import Settings
 from app.review.service import AlreadyDecided, ReviewService
 from tests.e2e.review_support import POLICY, create_topics, current_value, make_settings, proposal
 
@@ -23,6 +26,22 @@ async def until(predicate: Any, timeout_s: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def review_workers(settings: Settings, count: int) -> AsyncIterator[list[ReviewService]]:
+    """`count` started review services on the same topics (workers of one guard), stopped after."""
+    started: list[ReviewService] = []
+    try:
+        for _ in range(count):
+            service = ReviewService(settings, POLICY, current_value=current_value,
+                                    registry=CollectorRegistry())
+            await service.start()
+            started.append(service)
+        yield started
+    finally:
+        for service in started:
+            await service.stop()
 
 
 def status(service: ReviewService, pid: str) -> str | None:
@@ -71,12 +90,7 @@ async def test_two_people_deciding_one_proposal_at_once_on_two_workers_get_one_d
 
     settings = make_settings(kafka_bootstrap, unique)
     await create_topics(settings)
-    a, b = (ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
-            for _ in range(2))
-    await a.start()
-    await b.start()
-    c: ReviewService | None = None
-    try:
+    async with review_workers(settings, 2) as (a, b):
         for n in range(3):
             await a.submit(proposal(f"p-20{n}", f"10{n}", {"jobtitle": f"VP {n}"}))
         await until(lambda: all(status(b, f"p-20{n}") == "pending" for n in range(3)))
@@ -118,15 +132,10 @@ async def test_two_people_deciding_one_proposal_at_once_on_two_workers_get_one_d
         counts = a.trust_snapshot("enricher")["tiers"]["low"]["counts"]
         assert sum(counts.get(k, 0) for k in ("approved", "rejected")) == 4  # one outcome each, not two
 
-        c = ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
-        await c.start()
+    async with review_workers(settings, 1) as (c,):  # a restarted worker rebuilds the same
         for pid, (state, by) in outcomes.items():
             held = c.store.get(pid)
             assert held is not None and [held.status.value, held.decided_by] == [state, by] and held.done
-    finally:
-        for service in (a, b, c):
-            if service is not None:
-                await service.stop()
 
 
 async def test_trust_moved_on_two_workers_at_the_same_instant_keeps_both_outcomes(
@@ -137,28 +146,18 @@ async def test_trust_moved_on_two_workers_at_the_same_instant_keeps_both_outcome
     (and in what a restarted worker rebuilds)."""
     settings = make_settings(kafka_bootstrap, unique)
     await create_topics(settings)
-    a, b = (ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
-            for _ in range(2))
-    await a.start()
-    await b.start()
-    c: ReviewService | None = None
 
     def counts(service: ReviewService) -> dict[str, int]:
         tiers = service.trust_snapshot("enricher")["tiers"]
         return {k: n for k, n in tiers["low"]["counts"].items() if n} if "low" in tiers else {}
 
-    try:
+    expected = {"approved": 3, "rejected": 1}
+    async with review_workers(settings, 2) as (a, b):
         for n in range(1, 5):
             await a.submit(proposal(f"p-30{n}", f"30{n}", {"jobtitle": f"Head {n}"}))
         await until(lambda: all(status(b, f"p-30{n}") == "pending" for n in range(1, 5)))
         await asyncio.gather(a.approve("p-301", "ann", "checked"), b.reject("p-302", "bob", "wrong", "wrong_value"))
         await asyncio.gather(b.approve("p-303", "bob", "checked"), a.approve("p-304", "ann", "checked"))
-        expected = {"approved": 3, "rejected": 1}
         await until(lambda: counts(a) == counts(b) == expected)
-        c = ReviewService(settings, POLICY, current_value=current_value, registry=CollectorRegistry())
-        await c.start()
+    async with review_workers(settings, 1) as (c,):
         assert counts(c) == expected
-    finally:
-        for service in (a, b, c):
-            if service is not None:
-                await service.stop()

@@ -9,13 +9,8 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.sinks.delivery import (
-    DeliveryRecord,
-    DeliveryService,
-    MemoryDeliveryLog,
-    RetryPolicy,
-    delivery_metrics,
-)
+from app.sinks.delivery import DeliveryService, RetryPolicy, delivery_metrics
+from app.sinks.delivery_log import DeliveryRecord, MemoryDeliveryLog
 from app.sinks.pagerduty import PagerDutySink
 from app.sinks.routing import RoutingConfig
 from app.sinks.slack import SlackSink
