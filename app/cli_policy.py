@@ -1,10 +1,12 @@
-"""`crm-guard policy check|show`: read a policy file the way the guard will, before deploying it.
+"""`crm-guard policy check|show|suggest`: read a policy file the way the guard will, before deploying it.
 
 * `check FILE` validates it (a message naming the bad key and exit 2 when it is invalid), prints
   what the guard will enforce per agent, and the warnings of app/policy_lint.py (exit 1 with
   `--strict` when there are any; 0 otherwise).
 * `show [FILE]` prints the effective policy as YAML with every default filled in (the shipped
   policy without FILE): the place to look up a detector's settings.
+* `suggest --replay-dir DIR` writes candidate agent entries for the source identities a backtest
+  could not attribute, with the scope each showed (app/policy_suggest.py).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from pydantic import BaseModel
 
 from app.policy_file import load_policy
 from app.policy_lint import lint_policy, summary_lines
+from app.policy_suggest import suggest_policy
 from detectors.policy import parse_duration_ms
 from detectors.settings import duration_ms
 
@@ -40,6 +45,34 @@ def check_command(args: argparse.Namespace) -> int:
 def show_command(args: argparse.Namespace) -> int:
     policy = load_policy(args.file)
     print(yaml.safe_dump(as_policy_yaml(policy), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def suggest_command(args: argparse.Namespace) -> int:
+    census = Path(args.replay_dir) / "identities.jsonl"
+    if not census.is_file():
+        print(f"crm-guard policy suggest: {census}: no such file (run `crm-guard replay ... --out "
+              f"{args.replay_dir}` first)", file=sys.stderr)
+        return 2
+    try:
+        rows = [orjson.loads(line) for line in census.read_bytes().splitlines() if line.strip()]
+    except orjson.JSONDecodeError as exc:
+        print(f"crm-guard policy suggest: {census}: not JSON Lines ({exc})", file=sys.stderr)
+        return 2
+    policy = load_policy(args.policy) if args.policy else None
+    try:
+        if not all(isinstance(row, dict) for row in rows):
+            raise TypeError("a line that is not an object")
+        text = suggest_policy(rows, policy, source=args.replay_dir)
+    except (KeyError, TypeError, ValueError) as exc:
+        print(f"crm-guard policy suggest: {census}: not an identities file of `crm-guard replay` "
+              f"({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -75,7 +108,7 @@ def format_duration(ms: int) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `policy check` and `policy show`."""
+    """Add `policy check`, `policy show` and `policy suggest`."""
     p = subparsers.add_parser(
         "policy", help="check a policy file, or show the effective policy with its defaults"
     )
@@ -87,3 +120,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s = sub.add_parser("show", help="the effective policy as YAML, every default filled in")
     s.add_argument("file", metavar="FILE", nargs="?", help="policy YAML (default: the shipped policy)")
     s.set_defaults(func=show_command)
+    g = sub.add_parser("suggest", help="candidate agents for the identities a backtest could not attribute")
+    g.add_argument("--replay-dir", required=True, metavar="DIR", help="the --out of a `crm-guard replay`")
+    g.add_argument("--policy", metavar="FILE", help="the policy that replay used (tiers, names taken)")
+    g.add_argument("--out", metavar="FILE", help="write the YAML here (default: standard output)")
+    g.set_defaults(func=suggest_command)

@@ -3,7 +3,8 @@
 Reads JSON Lines files (one delivered payload per line), normalizes them, merges the files in
 event-time order and runs every detector through `detectors.pipeline.Guard`. Output (in --out):
 alerts.jsonl (the final version of every alert), pauses.jsonl, overrides.jsonl, deadletter.jsonl,
-timeline.jsonl (one line per field change, the input of revert plans) and summary.json.
+timeline.jsonl (one line per field change, the input of revert plans), identities.jsonl (what each
+source identity did: app/census.py, the input of `policy suggest`) and summary.json.
 
 Ordering: each file is streamed through a reorder buffer that holds `max_disorder_ms` of event
 time (default 1 h), and the files are merged by (event time, file, line, position). Events later
@@ -33,6 +34,7 @@ from typing import IO, Any, Iterator
 import orjson
 
 from app.adapters import HISTORY_SOURCES, AdapterError, decode_line, detect_source, normalize_with_errors
+from app.census import IdentityCensus
 from detectors.alerts import Alert
 from detectors.base import Finding, Observation, Prior
 from detectors.events import (
@@ -65,6 +67,7 @@ class ReplayStats:
     findings: Counter[str] = field(default_factory=Counter)
     first_event_at: int | None = None
     last_event_at: int | None = None
+    census: IdentityCensus = field(default_factory=IdentityCensus)
 
 
 _Item = tuple[int, int, int, int, ChangeEvent]
@@ -325,6 +328,9 @@ def run_replay(
     with open(out_dir / "alerts.jsonl", "wb") as handle:
         for alert in alerts:
             _dump(handle, alert.model_dump(mode="json"))
+    with open(out_dir / "identities.jsonl", "wb") as handle:
+        for row in stats.census.rows():
+            _dump(handle, row)
     summary = _summary(stats, alerts, guard)
     (out_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
     return summary
@@ -357,7 +363,7 @@ class _Tally:
     event-time span, the timeline rows, and the periodic collector pass (see _gc_pass)."""
 
     __slots__ = ("stats", "write_timeline", "collect", "by_source", "by_kind", "events", "duplicates",
-                 "first_at", "last_at", "since_gc", "deadletters_seen")
+                 "first_at", "last_at", "since_gc", "deadletters_seen", "census")
 
     def __init__(self, stats: ReplayStats, outputs: _Outputs, collect: bool) -> None:
         self.stats = stats
@@ -368,6 +374,7 @@ class _Tally:
         self.events = self.duplicates = self.since_gc = 0
         self.first_at, self.last_at = stats.first_event_at, stats.last_event_at
         self.deadletters_seen = stats.deadletters
+        self.census = stats.census.observe
 
     def observed(self, obs: Observation) -> None:
         """One new (not redelivered) event: count it, write its timeline rows, maybe a GC pass."""
@@ -380,6 +387,7 @@ class _Tally:
             self.first_at = at
         if self.last_at is None or at > self.last_at:
             self.last_at = at
+        self.census(obs)
         write, dumps, options = self.write_timeline, orjson.dumps, _DUMP_OPTIONS
         for row in _timeline_rows(attributed, obs.priors):
             write(dumps(row, option=options))

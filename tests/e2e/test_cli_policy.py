@@ -1,8 +1,9 @@
-"""`crm-guard policy check|show` as a user runs them: exit codes, messages, and a shown policy that
+"""`crm-guard policy check|show|suggest` as a user runs them: exit codes, messages, and a shown policy that
 loads back to the same policy."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from app.policy_file import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "policy.example.yaml"
+VENDORS = ("hubspot", "salesforce", "pipedrive")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -86,3 +88,53 @@ def test_replay_warns_about_a_policy_that_attributes_wrongly(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr
     assert "policy warning: agents.greedy.identities.0: names only the vendor" in done.stderr
+
+
+def replay_demo(out: Path, *policy: str) -> None:
+    demo = ROOT / "app" / "demo"
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "app.cli", "replay", *(str(demo / f"{v}.jsonl") for v in VENDORS),
+         *policy, "--out", str(out), "-q"],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def alerts_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+
+
+def test_suggest_turns_a_policy_free_backtest_into_named_agents(tmp_path: Path) -> None:
+    """The first backtest of a team with no policy: every API writer is unknown. `policy suggest`
+    writes them as agents with the scope they showed, and the next backtest names them: the
+    enrichment app that rewrote utm_source is an agent overwriting set values and writing a
+    high-tier field outside its scope, paused; nobody is left unattributed."""
+    replay_demo(tmp_path / "first")
+    first = alerts_of(tmp_path / "first")
+    assert sum(a["kind"] == "unattributed_actor" for a in first) >= 20
+    assert not any(a["agent"] for a in first)  # nothing is named without a policy
+
+    done = cli("suggest", "--replay-dir", str(tmp_path / "first"), "--out", str(tmp_path / "agents.yaml"))
+    assert done.returncode == 0, done.stderr
+    suggested = load_policy(tmp_path / "agents.yaml")
+    assert "hubspot-app-1850301" in suggested.agents and len(suggested.agents) >= 20
+    assert cli("check", str(tmp_path / "agents.yaml")).returncode == 0
+
+    replay_demo(tmp_path / "second", "--policy", str(tmp_path / "agents.yaml"))
+    second = alerts_of(tmp_path / "second")
+    assert not any(a["kind"] == "unattributed_actor" for a in second)
+    enrich = {(a["kind"], a["action"]) for a in second if a["agent"] == "hubspot-app-1850301"}
+    assert ("mass_overwrite", "none") in enrich and ("protected_field", "paused") in enrich
+    again = cli("suggest", "--replay-dir", str(tmp_path / "second"),
+                "--policy", str(tmp_path / "agents.yaml"))
+    assert again.returncode == 0 and "nothing to add" in again.stdout
+
+
+def test_suggest_without_a_replay_is_a_message_and_exit_2(tmp_path: Path) -> None:
+    done = cli("suggest", "--replay-dir", str(tmp_path))
+    assert done.returncode == 2 and "identities.jsonl: no such file" in done.stderr
+    for content in ('{"kind": "unknown"}\n', "[1, 2]\n", "{not json\n"):
+        (tmp_path / "identities.jsonl").write_text(content)
+        broken = cli("suggest", "--replay-dir", str(tmp_path))
+        assert broken.returncode == 2 and "Traceback" not in broken.stderr, broken.stderr
+        assert "not an identities file" in broken.stderr or "not JSON Lines" in broken.stderr
