@@ -7,11 +7,10 @@ writes the rows to `identities.jsonl`; `crm-guard policy suggest` (app/policy_su
 the unmapped ones into policy entries with the scope they showed.
 
 Cost: ~2.3 us per event of a replay (about 4 % of its time; 358,476 HubSpot events of the large
-scenario timed alone). Memory: per
-identity, a set of at most RECORD_CAP record keys (an exact distinct count up to the cap,
-`records_capped` beyond), counters per field and per (operation, object type), and the records of
-the clock hour it is in (the busiest hour's distinct records feed a suggested velocity cap; a late
-change of an earlier hour is not counted there).
+scenario timed alone). Memory: per identity, a set of at most RECORD_CAP record keys (an exact
+distinct count up to the cap, `records_capped` beyond), counters per field and per (operation,
+object type), and the records of the clock hour it is in (the busiest hour's distinct records
+feed a suggested velocity cap; a late change of an earlier hour is not counted there).
 """
 
 from __future__ import annotations
