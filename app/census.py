@@ -7,10 +7,10 @@ writes the rows to `identities.jsonl`; `crm-guard policy suggest` (app/policy_su
 the unmapped ones into policy entries with the scope they showed.
 
 Cost: ~2.3 us per event of a replay (about 4 % of its time; 358,476 HubSpot events of the large
-scenario timed alone). Memory: per identity, a set of at most RECORD_CAP record keys (an exact
-distinct count up to the cap, `records_capped` beyond), counters per field and per (operation,
-object type), and the records of the clock hour it is in (the busiest hour's distinct records
-feed a suggested velocity cap; a late change of an earlier hour is not counted there).
+scenario timed alone). Memory: per identity, a set of at most RECORD_CAP record-key hashes (an
+exact distinct count up to the cap, `records_capped` beyond), counters per field and per
+(operation, object type), and the records of the clock hour it is in (the busiest hour's distinct
+records feed a suggested velocity cap; a late change of an earlier hour is not counted there).
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ class _Writer:
         self.kind = actor.kind.value
         self.actor = actor.id
         self.events = self.changes = self.overwrites = self.blanked = self.bulk = 0
-        self.records: set[str] = set()
+        self.records: set[int] = set()  # hashes of record keys: a third of the strings' memory
         self.capped = False
         self.fields: dict[str, int] = {}
         self.kinds: dict[tuple[str, str], int] = {}  # (operation, object type) -> events
         self.first_at = self.last_at = obs.event.occurred_at
         self.hour = -1  # the clock hour being counted, and its distinct records
-        self.in_hour: set[str] = set()
+        self.in_hour: set[int] = set()
         self.busiest = 0
 
     def add(self, obs: Observation) -> None:
@@ -61,7 +61,7 @@ class _Writer:
             self.first_at = at
         elif at > self.last_at:
             self.last_at = at
-        record = event.record_key
+        record = hash(event.record_key)  # an exact count in practice (64-bit hashes, per process)
         if not self.capped:
             self.records.add(record)
             self.capped = len(self.records) >= RECORD_CAP
