@@ -34,14 +34,16 @@ class UnattributedActorDetector:
         if not settings.enabled or event.operation == "gap":
             return []
         severity = Severity(settings.severity)
-        if severity is not Severity.INFO:
-            severity = _reminder_due(state, obs.actor_key, event.occurred_at, settings, severity)
         identity = event.actor.identity.describe()
-        return [finding_for(
-            obs, self.name, severity,
-            f"changes from an unattributed identity ({identity})",
-            group=identity, details={"identity": identity},
-        )]
+        summary, details = f"changes from an unattributed identity ({identity})", {"identity": identity}
+        if severity is not Severity.INFO:
+            last_warned = state.get(obs.actor_key, {}).get("w")
+            severity = _reminder_due(state, obs.actor_key, event.occurred_at, settings, severity)
+            if severity is not Severity.INFO and last_warned is not None:  # a reminder
+                days = (event.occurred_at - last_warned) // 86_400_000
+                summary += f", still unmapped {days} days after the last warning"
+                details["last_warned_at"] = last_warned
+        return [finding_for(obs, self.name, severity, summary, group=identity, details=details)]
 
     @staticmethod
     def compact(state: State, now_ms: int, settings: UnattributedActorSettings | None = None) -> int:

@@ -47,6 +47,10 @@ def test_an_unmapped_integration_is_warned_about_once_a_week_not_every_morning()
             by_day.setdefault(day, []).extend(f.severity.value for f in found)
     warned = [day for day, sevs in by_day.items() if "warning" in sevs]
     assert warned == [0, 7, 14]
+    reminders = [f for f in run.findings if f.severity.value == "warning"]
+    assert "last_warned_at" not in reminders[0].details and "still unmapped" not in reminders[0].summary
+    assert reminders[1].summary.endswith("still unmapped 7 days after the last warning")
+    assert reminders[1].details["last_warned_at"] == reminders[0].occurred_at
     assert by_day[0] == ["warning"] + ["info"] * 4 and by_day[3] == ["info"] * 5
 
 
