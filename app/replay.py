@@ -700,6 +700,7 @@ def _summary(stats: ReplayStats, alerts: list[Alert], guard: Guard) -> dict[str,
         "alerts": len(alerts),
         "alerts_by_kind": dict(sorted(by_kind.items())),
         "paused_agents": sorted({a.agent for a in alerts if a.action == "paused" and a.agent}),
+        "identities_by_kind": dict(sorted(Counter(row["kind"] for row in stats.census.rows()).items())),
         "first_event_at": stats.first_event_at,
         "last_event_at": stats.last_event_at,
     }
@@ -717,4 +718,8 @@ def print_summary(summary: dict[str, Any], out_dir: Path, stream: IO[str]) -> No
     stream.write("\n")
     paused = summary["paused_agents"]
     stream.write(f"paused agents: {', '.join(paused) if paused else 'none'}\n")
+    unknown = summary.get("identities_by_kind", {}).get("unknown", 0)
+    if unknown:
+        stream.write(f"unattributed source identities: {unknown} (`crm-guard policy suggest --replay-dir "
+                     f"{out_dir}` writes them as candidate agents)\n")
     stream.write(f"output: {out_dir}\n")

@@ -113,6 +113,8 @@ def test_suggest_turns_a_policy_free_backtest_into_named_agents(tmp_path: Path) 
     first = alerts_of(tmp_path / "first")
     assert sum(a["kind"] == "unattributed_actor" for a in first) >= 20
     assert not any(a["agent"] for a in first)  # nothing is named without a policy
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert summary["identities_by_kind"]["unknown"] == sum(a["kind"] == "unattributed_actor" for a in first)
 
     done = cli("suggest", "--replay-dir", str(tmp_path / "first"), "--out", str(tmp_path / "agents.yaml"))
     assert done.returncode == 0, done.stderr
@@ -123,6 +125,8 @@ def test_suggest_turns_a_policy_free_backtest_into_named_agents(tmp_path: Path) 
     replay_demo(tmp_path / "second", "--policy", str(tmp_path / "agents.yaml"))
     second = alerts_of(tmp_path / "second")
     assert not any(a["kind"] == "unattributed_actor" for a in second)
+    kinds = json.loads((tmp_path / "second" / "summary.json").read_text())["identities_by_kind"]
+    assert "unknown" not in kinds and kinds["agent"] >= 20
     enrich = {(a["kind"], a["action"]) for a in second if a["agent"] == "hubspot-app-1850301"}
     assert ("mass_overwrite", "none") in enrich and ("protected_field", "paused") in enrich
     again = cli("suggest", "--replay-dir", str(tmp_path / "second"),
