@@ -215,7 +215,8 @@ def autonomy_breach(
     trust = model.trust(trust_state, name, tier, event.occurred_at)
     return finding_for(
         obs, "autonomy_breach", Severity.WARNING,
-        f"agent {name} wrote {tier.value}-tier fields directly at autonomy {level.value} (should propose)",
+        f"agent {name} wrote {tier.value}-tier fields directly; its autonomy there is {level.value}, "
+        + ("so it must propose them for review" if level is Autonomy.PROPOSE else "so it may only observe"),
         group=tier.value,
         details={"tier": tier.value, "level": level.value, "level_source": source, "trust": round(trust, 4),
                  "fields": sorted(fields), "operation": event.operation},

@@ -163,6 +163,8 @@ def test_autonomy_breach_on_direct_write_at_propose_level() -> None:
     assert finding.detector == "autonomy_breach" and finding.severity.value == "warning"
     assert finding.agent == "enricher" and finding.details["tier"] == "medium"
     assert finding.details["level"] == "propose" and finding.group == "medium"
+    assert finding.summary == ("agent enricher wrote medium-tier fields directly; its autonomy there is "
+                               "propose, so it must propose them for review")
 
 
 def test_no_breach_when_acting_is_allowed_or_nothing_changes() -> None:
