@@ -354,7 +354,8 @@ def _legend() -> str:
         f'<label class="chip kind-{k}"><input type="checkbox" class="kind-toggle" data-kind="{k}" checked> {k}</label>'
         for k in KINDS
     )
-    return f'<div class="legend" aria-label="actor kinds">{chips}</div>'
+    title = '<span class="legend-title">Show on this page:</span>'
+    return f'<div class="legend" aria-label="actor kinds">{title}{chips}</div>'
 
 
 def _filters(request: web.Request, fields: Iterable[str], extra: str = "") -> str:
@@ -370,7 +371,7 @@ def _filters(request: web.Request, fields: Iterable[str], extra: str = "") -> st
     return (
         '<form class="filters" method="get">'
         f'<label>Field <select name="field"><option value="">all</option>{options}</select></label>'
-        f'<fieldset><legend>Kinds</legend>{kind_boxes}</fieldset>'
+        f'<fieldset><legend>Only changes by</legend>{kind_boxes}</fieldset>'
         f'<label>Since <input name="since" value="{_e(q.get("since", ""))}" placeholder="24h or 2024-05-01T00:00Z"></label>'
         f'<label>Until <input name="until" value="{_e(q.get("until", ""))}" placeholder="ISO or ms"></label>'
         f'{extra}<button type="submit">Filter</button></form>'
