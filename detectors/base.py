@@ -142,6 +142,14 @@ class Finding:
         )
 
 
+def actor_label(obs: Observation) -> str:
+    """How summaries name who did it: `agent enrich-bot`, or `unknown hubspot user 1850301`."""
+    actor = obs.event.actor
+    if actor.kind is ActorKind.AGENT:
+        return f"agent {actor.id}"
+    return f"{actor.kind.value} {obs.event.source} user {actor.id}"
+
+
 def finding_for(obs: Observation, detector: str, severity: Severity, summary: str, **kw: Any) -> Finding:
     """A finding about the observation's event, with actor fields filled in."""
     event = obs.event

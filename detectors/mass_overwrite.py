@@ -46,7 +46,17 @@ from bisect import bisect_right
 from operator import itemgetter
 from typing import Any, ClassVar
 
-from detectors.base import Finding, Observation, Prior, Severity, Stage, State, drop_older_than, finding_for
+from detectors.base import (
+    Finding,
+    Observation,
+    Prior,
+    Severity,
+    Stage,
+    State,
+    actor_label,
+    drop_older_than,
+    finding_for,
+)
 from detectors.events import ActorKind, is_blank
 from detectors.policy import Policy, Tier
 from detectors.settings import MassOverwriteSettings
@@ -244,7 +254,7 @@ class MassOverwriteDetector:
         }
         if blanking:
             details["fields"] = names
-        who = _who(obs)
+        who = actor_label(obs)
         what = ", ".join(names) if blanking else field
         if not window:
             return finding_for(
@@ -303,11 +313,6 @@ def _scan(records: dict[str, list[Any]], now: int, settings: MassOverwriteSettin
     return n_short, n_long
 
 
-def _who(obs: Observation) -> str:
-    actor = obs.event.actor
-    if actor.kind is _AGENT:
-        return f"agent {actor.id}"
-    return f"{actor.kind.value} {obs.event.source} user {actor.id}"
 
 
 def _span(ms: int) -> str:

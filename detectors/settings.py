@@ -184,6 +184,9 @@ class StageAnomalySettings(_Section):
     """Agent stage moves that skip, go back, close, touch stale deals or follow support (stage_anomaly.py)."""
 
     min_skipped_stages: int = Field(default=2, gt=0)
+    watch_kinds: list[ActorKindName] = Field(default_factory=lambda: _kinds("agent", "unknown"))
+    """Whose moves are judged: agents, and writers no rule maps (an unregistered agent looks like
+    that). Escalation to critical (and a pause) is for agents only."""
     owner_inactive_after: Duration = 14 * 86_400_000
     owner_fields: dict[str, list[str]] = Field(
         default_factory=lambda: {"hubspot": ["hubspot_owner_id"], "salesforce": ["OwnerId"],

@@ -1,5 +1,10 @@
 """stage_anomaly: deal-stage moves by agents that a sales rep would not have made.
 
+Whose moves are judged: `watch_kinds`, by default agents and writers no rule maps (`unknown`: an
+agent nobody registered yet looks like that, and the case we start from had no policy at all).
+Known integrations, automations, imports and people are not judged. Escalation and pausing are
+for agents only: an unknown writer cannot be told to stop.
+
 Three detectors, one per stage:
 
 `StageAnomalyDetector` (RECORD, `stage_anomaly`). For every deal it keeps when it was first seen,
@@ -48,7 +53,16 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from detectors.base import Finding, Observation, Severity, Stage, State, drop_older_than, finding_for
+from detectors.base import (
+    Finding,
+    Observation,
+    Severity,
+    Stage,
+    State,
+    actor_label,
+    drop_older_than,
+    finding_for,
+)
 from detectors.events import ActorKind, ObjectType
 from detectors.pipelines_default import PIPELINE_FIELDS, STATUS_FIELDS, StageOrder, resolve, stage_field
 from detectors.policy import Policy
@@ -132,7 +146,7 @@ class StageAnomalyDetector:
                 pipeline = _text(change.new)
         actor = event.actor
         findings: list[Finding] = []
-        if actor.kind is _AGENT:
+        if actor.kind.value in settings.watch_kinds:
             move = stage_move(obs, settings)
             if move is not None:
                 findings = self._judge(obs, move, entry, last_human, pipeline, first_event, settings)
@@ -194,7 +208,7 @@ class StageAnomalyDetector:
                 )
         if not reasons:
             return []
-        agent = obs.event.actor.id
+        who = actor_label(obs)
         base = {
             "field": move.field,
             "from": move.before,
@@ -213,7 +227,7 @@ class StageAnomalyDetector:
             if reason == "skip":
                 details["skipped"] = skipped
             summary = (
-                f"agent {agent} moved deal {obs.event.record_id} from {move.before or '?'} to {move.after}: "
+                f"{who} moved deal {obs.event.record_id} from {move.before or '?'} to {move.after}: "
                 f"{reasons[reason]}"
             )
             findings.append(finding_for(obs, DETECTOR, severity, summary, group=reason, details=details))
@@ -327,7 +341,8 @@ class SupportContextDetector:
         event = obs.event
         kind = event.object_type
         actor = event.actor.kind
-        if kind in _NEVER_CONTEXT or (kind is _DEAL and actor is not _AGENT):
+        mover = kind is _DEAL and actor.value in settings.watch_kinds
+        if kind in _NEVER_CONTEXT or (kind is _DEAL and not mover):
             return _NOTHING  # the bulk of the stream: people and companies, humans' deal edits
         role: str | None = None
         move: Move | None = None
@@ -341,7 +356,7 @@ class SupportContextDetector:
                 role = _SUPPORT
             elif actor is _HUMAN:
                 role = _SALES
-        elif kind is _DEAL and actor is _AGENT:
+        elif mover:
             move = stage_move(obs, settings)
             role = _MOVE if move is not None else None
         if role is None:
@@ -375,9 +390,8 @@ class SupportContextDetector:
             if entry["h"] and window_start < entry["h"] <= now:
                 return []
             minutes = (now - support_at) // 60_000
-            agent = event.actor.id
             summary = (
-                f"agent {agent} moved deal {event.record_id} from {move.before or '?'} to {move.after} "
+                f"{actor_label(obs)} moved deal {event.record_id} from {move.before or '?'} to {move.after} "
                 f"{minutes} min after support activity on {key.split('/', 1)[1]}, with no sales activity"
             )
             return [

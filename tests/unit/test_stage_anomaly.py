@@ -312,6 +312,32 @@ def test_escalation_window_and_info_findings_do_not_count():
     assert reasons(r2) == ["owner_inactive"] * 5 and r2.of("stage_anomaly", "critical") == []
 
 
+def test_an_unregistered_writer_is_judged_but_never_escalated_and_known_integrations_are_not():
+    """The case we start from had no policy: an AI agent nobody registered is `unknown`. Its wrong
+    moves warn (it cannot be paused: nothing tells it to stop); a known integration's do not."""
+    UNKNOWN, INTEGRATION = ActorKind.UNKNOWN, ActorKind.INTEGRATION
+    r = run()
+    r.feed(
+        event("t1", {"subject": "Login broken"}, at=0, by="portal", kind=INTEGRATION,
+              object_type=ObjectType.TICKET, operation="create", related=[(CO, "42")]),
+    )
+    for i in range(3):
+        r.feed(deal(str(i), "contractsent", -D, by="rep", kind=HUMAN),
+               deal(str(i), "appointmentscheduled", H + i, by="1850303", kind=UNKNOWN))
+    assert reasons(r) == ["backwards", "after_support"] * 3
+    first = r.of("stage_anomaly")[0]
+    assert first.summary.startswith("unknown hubspot user 1850303 moved deal 0") and first.agent is None
+    assert r.of("stage_anomaly", "critical") == []  # no escalation, no pause
+    known = run()
+    known.feed(deal("9", "contractsent", 0, by="rep", kind=HUMAN),
+               deal("9", "appointmentscheduled", H, by="cpq-sync", kind=INTEGRATION))
+    assert known.findings == []
+    agents_only = run(watch_kinds=["agent"])
+    agents_only.feed(deal("8", "contractsent", 0, by="rep", kind=HUMAN),
+                     deal("8", "appointmentscheduled", H, by="1850303", kind=UNKNOWN))
+    assert agents_only.findings == []
+
+
 def test_humans_and_automation_never_flagged():
     r = run()
     r.feed(deal("1", "appointmentscheduled", 0, by="rep", kind=HUMAN))
