@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +54,7 @@ def suggest_policy(rows: Iterable[Mapping[str, Any]], policy: Policy | None = No
         "# each does today (direct writes: act); set a tier to `propose` to review its changes first.",
         "agents:",
     ]
-    for row in unknown:
+    for row in _by_rule(unknown):
         name = _unique_name(_name_for(row["identity"]), taken)
         taken.add(name)
         lines.extend(_agent_block(name, row, policy))
@@ -62,8 +63,41 @@ def suggest_policy(rows: Iterable[Mapping[str, Any]], policy: Policy | None = No
     return text
 
 
+def rule_for(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity rule for a census identity: its non-empty parts, except a Salesforce change
+    source (the API used, `rest` or `soap`) next to a user or app: one agent may use both."""
+    rule = {k: identity[k] for k in _IDENTITY_PARTS if identity.get(k)}
+    if rule["vendor"] == "salesforce" and ("user_id" in rule or "app_id" in rule):
+        rule.pop("change_source", None)
+    return rule
+
+
+def _by_rule(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose identities share one rule, merged into one (counts summed, distinct records
+    summed as an upper bound, the busiest hour the largest), in the census's order."""
+    merged: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+    for row in rows:
+        rule = rule_for(row["identity"])
+        key = tuple(rule.items())
+        held = merged.get(key)
+        if held is None:
+            merged[key] = {**row, "identity": rule, "describe": " ".join(
+                [rule["vendor"]] + [f"{k}={v}" for k, v in rule.items() if k != "vendor"])}
+            continue
+        for count in ("events", "changes", "records", "overwrites", "blanked"):
+            held[count] += row[count]
+        held["records_capped"] = held["records_capped"] or row["records_capped"]
+        held["busiest_hour_records"] = max(held["busiest_hour_records"], row["busiest_hour_records"])
+        held["first_at"] = min(held["first_at"], row["first_at"])
+        held["last_at"] = max(held["last_at"], row["last_at"])
+        for counter in ("fields", "object_types"):
+            held[counter] = dict(Counter(held[counter]) + Counter(row[counter]))
+        held["fields_total"] = max(held["fields_total"], row["fields_total"], len(held["fields"]))
+    return list(merged.values())
+
+
 def _agent_block(name: str, row: Mapping[str, Any], policy: Policy) -> list[str]:
-    ident = {k: row["identity"][k] for k in _IDENTITY_PARTS if row["identity"].get(k)}
+    ident = dict(row["identity"])
     vendor = ident["vendor"]
     fields: dict[str, int] = dict(row["fields"])
     tiers = {f: policy.tier_of(vendor, f) for f in fields}

@@ -70,3 +70,20 @@ def test_nothing_to_suggest_loads_as_an_empty_policy(rows: list[dict[str, Any]])
     text = suggest_policy(rows)
     assert text.startswith("# crm-guard policy suggest: every source identity")
     assert not parse_policy(text).agents
+
+
+def test_one_salesforce_agent_on_two_apis_is_one_candidate() -> None:
+    """Salesforce names the API in changeOrigin (rest, soap): the rule keeps the user and the app,
+    so an agent writing through both is one candidate, its counts merged."""
+    def sf(api: str, changes: int, fields: dict[str, int]) -> dict[str, Any]:
+        return row(change_source=api, user_id="0055g00000002MnAAI", app_id="EnrichBot", fields=fields,
+                   changes=changes) | {"identity": {"vendor": "salesforce", "change_source": api,
+                                                    "user_id": "0055g00000002MnAAI", "app_id": "EnrichBot"}}
+    text = suggest_policy([sf("rest", 40, {"Title": 30}), sf("soap", 5, {"Phone": 5})])
+    agents = parse_policy(text).agents
+    assert list(agents) == ["salesforce-app-enrichbot"]
+    (rule,) = agents["salesforce-app-enrichbot"].identities
+    assert (rule.vendor, rule.user_id, rule.app_id, rule.change_source) == (
+        "salesforce", "0055g00000002MnAAI", "EnrichBot", None)
+    assert sorted(agents["salesforce-app-enrichbot"].allowed_fields or []) == ["Phone", "Title"]
+    assert "45 field changes" in text
