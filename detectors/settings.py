@@ -32,6 +32,8 @@ class UnattributedActorSettings(_Section):
     `renotify_after` while it stays unmapped (0: warn again whenever a new alert would open)."""
 
     severity: str = "warning"
+    high_tier_severity: str = "warning"
+    """Of the separate alert for high-tier fields such an identity writes (`critical` to page)."""
     renotify_after: Duration = 7 * 86_400_000
     retention: Duration = 30 * 86_400_000
 

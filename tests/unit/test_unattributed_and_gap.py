@@ -14,8 +14,9 @@ from tests.unit.helpers_events import Run, event
 def test_unknown_identity_is_a_warning_with_its_identity_and_no_pii() -> None:
     run = Run(UnattributedActorDetector())
     found = run.feed(event(1, {"email": "someone@example.com"}, by="app-77", kind=ActorKind.UNKNOWN))
-    assert len(found) == 1 and found[0].severity.value == "warning"
-    assert "app-77" in found[0].group and "example.com" not in found[0].summary
+    assert [f.severity.value for f in found] == ["warning", "warning"]  # its changes; a high-tier field
+    assert "app-77" in found[0].group and all("example.com" not in f.summary for f in found)
+    assert found[1].details["high_tier_fields"] == ["email"] and found[1].group.endswith("high-tier")
     assert run.feed(event(2, {"x": "1"}, by="ann", kind=ActorKind.HUMAN)) == []
 
 
@@ -95,3 +96,26 @@ def test_the_guard_opens_one_alert_per_unmapped_identity_over_a_fortnight() -> N
     unattributed = [a for a in alerts.values() if a.kind == "unattributed_actor"]
     assert len(unattributed) == 2
     assert sorted(a.count for a in unattributed) == [5, 5]
+
+
+def test_high_tier_writes_of_an_unmapped_identity_are_an_alert_of_their_own() -> None:
+    """Before a policy names it, protected_field cannot judge its scope: a commission write must
+    not hide in the identity's general alert. Its own group, warned once, reminded weekly."""
+    guard = Guard(Policy())
+    alerts: dict[str, Alert] = {}
+    changes = [({"jobtitle": "CTO"}, 0), ({"jobtitle": "CFO"}, HOUR), ({"commission_rate": "0.2"}, 2 * HOUR),
+               ({"commission_rate": "0.3", "utm_source": "x"}, 3 * HOUR),
+               ({"commission_rate": "0.1"}, 8 * DAY)]
+    for n, (fields, at) in enumerate(changes):
+        for alert in guard.process(event(n, fields, at=at, by="app-9", kind=ActorKind.UNKNOWN)).alerts:
+            alerts[alert.dedup_key] = alert
+    high = sorted((a for a in alerts.values() if a.group.endswith("high-tier")),
+                  key=lambda a: a.first_event_at)
+    assert len(high) == 2 and high[0].count == 2  # the 2nd write is evidence on it; day 8 a reminder
+    assert "wrote high-tier fields: commission_rate" in high[0].summary
+    assert "still unmapped" in high[1].summary
+    assert len([a for a in alerts.values() if not a.group.endswith("high-tier")]) == 2
+    paging = Run(UnattributedActorDetector(), policy=Policy.model_validate(
+        {"detectors": {"unattributed_actor": {"high_tier_severity": "critical"}}}))
+    found = paging.feed(event(1, {"commission_rate": "0.2"}, by="app-9", kind=ActorKind.UNKNOWN))
+    assert [f.severity.value for f in found] == ["warning", "critical"]
