@@ -21,7 +21,7 @@ from app.policy_lint import lint_policy
 # Modules that add commands with `register(subparsers)`, in the order `--help` lists them.
 COMMAND_MODULES: list[str] = [
     "app.cli_run", "app.cli_agents", "app.cli_keys", "app.cli_review", "app.cli_timeline", "app.cli_scenario",
-    "app.cli_policy", "app.cli_users", "app.cli_history",
+    "app.cli_policy", "app.cli_users", "app.cli_history", "app.cli_salesforce",
 ]
 
 

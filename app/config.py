@@ -101,6 +101,18 @@ class Settings(BaseModel):
     pipedrive_user: str | None = None
     pipedrive_password: SecretStr | None = None
     salesforce_token: SecretStr | None = None
+    salesforce_instance_url: str | None = None
+    """The org's My Domain URL (https://yourorg.my.salesforce.com): where `crm-guard salesforce
+    subscribe` (app/salesforce_cdc/) reads Change Data Capture events from."""
+    salesforce_access_token: SecretStr | None = None
+    salesforce_client_id: str | None = None
+    """With `salesforce_client_secret`: a connected app's client-credentials flow, which gets (and
+    renews) the subscriber's access token instead of a fixed `salesforce_access_token`."""
+    salesforce_client_secret: SecretStr | None = None
+    salesforce_channels: list[str] = Field(default_factory=lambda: ["/data/ChangeEvents"], min_length=1)
+    """CDC channels to subscribe to: `/data/ChangeEvents` (every selected object) or per-object ones
+    such as `/data/AccountChangeEvent`, or a custom channel `/data/<Name>__chn`."""
+    salesforce_api_version: str = "62.0"
     pause_private_key_file: str | None = None
     pause_key_id: str = "guard-1"
     slack_webhook_url: SecretStr | None = None
@@ -118,6 +130,18 @@ class Settings(BaseModel):
     `crm-guard users add` (app/web/users.py): decisions record the token holder's name. Re-read
     when it changes. Works beside `api_token` or instead of it."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    @field_validator("salesforce_channels", mode="before")
+    @classmethod
+    def _channel_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for channel in value:
+                if not isinstance(channel, str) or not channel.startswith("/data/") or " " in channel:
+                    raise ValueError(f"{str(channel)[:80]!r} is not a Change Data Capture channel "
+                                     "(/data/ChangeEvents, /data/AccountChangeEvent, /data/Name__chn)")
+        return value
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -174,10 +198,11 @@ def load_settings(env: Mapping[str, str] | None = None, file: str | None = None)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from exc
+        raise SettingsError(describe_validation_error(exc)) from exc
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad key and what is wrong with it."""
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"

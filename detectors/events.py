@@ -130,13 +130,17 @@ class ChangeEvent(BaseModel):
 
 
 def is_blank(value: JsonValue) -> bool:
-    """True for the values a CRM shows as empty: None, "", whitespace, [] and {}."""
+    """True for the values a CRM shows as empty: None, "", whitespace, [] and {}, a list of such
+    values, and a `{"value": <empty>, ...}` entry: Pipedrive sends a person without a phone as
+    `phone: [{"value": "", "primary": true}]`, which is as empty as no phone."""
     if value is None:
         return True
     if isinstance(value, str):
         return not value.strip()
-    if isinstance(value, (list, dict, tuple)):
-        return len(value) == 0
+    if isinstance(value, (list, tuple)):
+        return all(is_blank(item) for item in value)
+    if isinstance(value, dict):
+        return len(value) == 0 or ("value" in value and is_blank(value["value"]))
     return False
 
 

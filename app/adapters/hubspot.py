@@ -119,6 +119,8 @@ AUTOMATION_SOURCES = frozenset(
         "ADS",
         "BEHAVIORAL_EVENTS",
         "COMPANY_INSIGHTS",
+        "HUBSPOT_INTERNAL",  # HubSpot's own processes, e.g. sourceId CompanyInsightsPropertyMappings
+        "DATA_ENRICHMENT",  # HubSpot's enrichment (Breeze Intelligence)
         "INTERNAL_PROCESSING",
         "MERGE_CONTACTS",
         "MERGE_COMPANIES",

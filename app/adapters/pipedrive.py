@@ -64,6 +64,7 @@ DERIVED_FIELDS = frozenset(
         "add_time",
         "update_time",
         "update_user_id",
+        "last_update_user_id",
         "stage_change_time",
         "created",
         "modified",
@@ -93,6 +94,31 @@ DERIVED_FIELDS = frozenset(
         "cc_email",
         "company_id",
         "first_char",
+        # counters and display copies Pipedrive recomputes when a related record changes (v1
+        # bodies carry them): a deal won is not a change to its person or organization
+        "open_deals_count",
+        "closed_deals_count",
+        "won_deals_count",
+        "lost_deals_count",
+        "related_open_deals_count",
+        "related_closed_deals_count",
+        "related_won_deals_count",
+        "related_lost_deals_count",
+        "participant_open_deals_count",
+        "participant_closed_deals_count",
+        "people_count",
+        "reference_activities_count",
+        "owner_name",
+        "org_name",
+        "person_name",
+        "formatted_value",
+        "formatted_weighted_value",
+        "stage_order_nr",
+        # v1 notes and activities: display copies of the linked records beside their *_id fields
+        "person",
+        "organization",
+        "user",
+        "deal",
     }
 )
 RELATION_FIELDS: dict[str, ObjectType] = {
@@ -206,9 +232,14 @@ def _v1(body: dict[str, Any], meta: dict[str, Any]) -> ChangeEvent:
     previous = _opt_dict(body.get("previous"), "previous")
     record_id = _record_id(meta.get("id"), current, previous, "meta.id")
     micro = meta.get("timestamp_micro")
-    occurred_at = to_ms(micro if micro is not None else _need(meta, "timestamp"), "meta.timestamp")
+    if micro is None:  # some v1 bodies carry only `timestamp` (s) and `timestamp_milli`
+        milli = meta.get("timestamp_milli")
+        occurred_at = to_ms(milli if milli is not None else _need(meta, "timestamp"), "meta.timestamp")
+        stamp = str(occurred_at)
+    else:
+        occurred_at = to_ms(micro, "meta.timestamp")
+        stamp = id_str(micro, "meta.timestamp_micro")
     company = opt_id(meta.get("company_id"), "meta.company_id") or "-"
-    stamp = id_str(micro, "meta.timestamp_micro") if micro is not None else str(occurred_at)
     source_event_id = f"{entity}:{record_id}:{action.lower()}:{stamp}"
 
     merged: tuple[str, ...] = ()

@@ -86,6 +86,9 @@ SF_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 _ORIGIN = re.compile(r"^com/salesforce/api/([^/;]+)(?:/[^;]*)?(?:;client=(.*))?$")
 _BITMAP = re.compile(r"^(?:(\d+)-)?0[xX]([0-9a-fA-F]+)$")
 _AVRO_PRIMITIVES = frozenset({"string", "long", "int", "double", "float", "boolean", "bytes"})
+EMPTY_RECORD_IDS = frozenset({"000000000000000AAA", "000000000000000"})
+"""Salesforce's empty record id: the only id of a GAP_OVERFLOW event, which stands for every record
+of its entity (Change Data Capture Developer Guide, "Overflow Events")."""
 _EVENT_FIELDS_SET = ALL_EVENT_FIELDS - {"merged_record_ids"}  # the fields `normalize` names
 
 
@@ -147,6 +150,8 @@ def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
         raise missing("commitTimestamp", "ChangeEventHeader")
     occurred_at = to_ms(header.get("committimestamp"), "commitTimestamp")
     record_ids = _record_ids(header.get("recordids"))
+    if gap:  # an overflow names the empty record id: the gap is the whole object type
+        record_ids = [r for r in record_ids if r not in EMPTY_RECORD_IDS]
     if not record_ids:
         if not gap:
             raise missing("recordIds", "ChangeEventHeader")
