@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from app.cli_types import port_number
 from app.config import Settings, describe_validation_error, load_settings
 
 log = logging.getLogger("crm_guard.salesforce")
@@ -81,13 +82,17 @@ def _tokens(settings: Settings) -> Any:
         ) from None
 
 
-async def _subscribe_async(settings: Settings, tokens: Any, replay_from: int, idempotent: bool) -> int:
+async def _subscribe_async(
+    settings: Settings, tokens: Any, replay_from: int, idempotent: bool, metrics_port: int | None
+) -> int:
     import aiohttp
     from aiokafka import AIOKafkaConsumer
+    from prometheus_client import start_http_server
 
     from app.runtime.kafka_client import client_kwargs, make_producer, topic_partitions
     from app.runtime.topics import ensure_topics
     from app.salesforce_cdc.client import CometdTransport
+    from app.salesforce_cdc.metrics import SubscriberMetrics
     from app.salesforce_cdc.resume import resume_points
     from app.salesforce_cdc.subscriber import SalesforceSubscriber
 
@@ -108,6 +113,10 @@ async def _subscribe_async(settings: Settings, tokens: Any, replay_from: int, id
     producer = make_producer(settings, idempotent)
     await producer.start()
     log.info("producer started")
+    metrics = SubscriberMetrics()
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=settings.web_host, registry=metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", settings.web_host, metrics_port)
     subscriber = None
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -118,6 +127,7 @@ async def _subscribe_async(settings: Settings, tokens: Any, replay_from: int, id
                 channels,
                 resume,
                 replay_from,
+                metrics=metrics,
             )
             print(
                 f"crm-guard salesforce: {', '.join(channels)} from {settings.salesforce_instance_url} -> "
@@ -175,7 +185,11 @@ def _subscribe(args: argparse.Namespace) -> int:
         return asyncio.run(
             _until_signalled(
                 _subscribe_async(
-                    settings, tokens, REPLAY_CHOICES[args.replay_from], idempotent=not args.no_idempotence
+                    settings,
+                    tokens,
+                    REPLAY_CHOICES[args.replay_from],
+                    idempotent=not args.no_idempotence,
+                    metrics_port=args.metrics_port,
                 )
             )
         )
@@ -229,6 +243,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "event Salesforce retains (72 h). A channel already in Kafka resumes after its last event",
     )
     p.add_argument("--api-version", help="Streaming API version (default 62.0)")
+    p.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="N",
+        help="serve Prometheus metrics on this port (at web_host; e.g. 6067); default: none",
+    )
     p.add_argument(
         "--no-idempotence",
         action="store_true",

@@ -38,6 +38,7 @@ from aiokafka.errors import KafkaError
 from app.salesforce_cdc import bayeux
 from app.salesforce_cdc.bayeux import REPLAY_ALL, MessageIds, ProtocolError, Reply
 from app.salesforce_cdc.client import AuthRefused, CometdTransport
+from app.salesforce_cdc.metrics import SubscriberMetrics
 from app.salesforce_cdc.resume import replay_header
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class SalesforceSubscriber:
         resume: dict[str, int],
         replay_from: int,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: SubscriberMetrics | None = None,
     ) -> None:
         self.transport = transport
         self.producer = producer
@@ -85,6 +87,7 @@ class SalesforceSubscriber:
         self.replay_from = replay_from
         self.sleep = sleep
         self.stats = SubscriberStats(last_replay=dict(resume))
+        self.metrics = metrics or SubscriberMetrics()
         self._ids = MessageIds()
         self._client_id = ""
         self._poll_timeout_s = 110.0 + CONNECT_MARGIN_S
@@ -93,22 +96,32 @@ class SalesforceSubscriber:
         """Handshake, subscribe, long-poll and produce, reconnecting as Salesforce advises."""
         failures = 0
         refreshed = False
+        reason = "start"
         while not stop.is_set():
             try:
+                self.metrics.handshakes.labels(reason).inc()
                 await self._start_session()
+                self.metrics.connected.set(1)
                 refreshed = False
-                if await self._poll(stop):
+                succeeded = await self._poll(stop)
+                self.metrics.connected.set(0)
+                reason = "session_ended"
+                if succeeded:
                     failures = 0
                     continue
                 failures += 1  # the session ended before one connect succeeded: do not spin
                 await _wait(stop, min(MAX_BACKOFF_S, 2.0 ** (failures - 1)), self.sleep)
             except AuthRefused as exc:
+                self.metrics.connected.set(0)
                 if refreshed or not self.transport.tokens.can_refresh:
                     raise
                 log.warning("salesforce: token refused (%s); fetching a new one", exc)
                 await self.transport.tokens.refresh(self.transport.http)
                 refreshed = True
+                reason = "token_renewed"
             except (aiohttp.ClientError, TimeoutError, ProtocolError, KafkaError) as exc:
+                self.metrics.connected.set(0)
+                reason = "connection_error"
                 failures += 1
                 wait = min(MAX_BACKOFF_S, 2.0 ** (failures - 1))
                 log.warning(
@@ -153,6 +166,7 @@ class SalesforceSubscriber:
             )
             self.points[channel] = REPLAY_ALL
             self.stats.resubscribed_all.append(channel)
+            self.metrics.replay_gaps.labels(channel).inc()
             reply = await self._send(
                 bayeux.subscribe(self._ids, self._client_id, channel, REPLAY_ALL), bayeux.META_SUBSCRIBE
             )
@@ -215,6 +229,11 @@ class SalesforceSubscriber:
         self.points.update(newest)
         self.stats.last_replay.update(newest)
         self.stats.produced += len(events)
+        now = time.time()
+        for event in events:
+            channel = str(event.get("channel"))
+            self.metrics.events.labels(channel).inc()
+            self.metrics.last_event.labels(channel).set(now)
 
     async def _send(
         self, messages: list[dict[str, Any]], channel: str, timeout_s: float = HANDSHAKE_TIMEOUT_S

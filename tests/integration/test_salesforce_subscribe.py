@@ -28,10 +28,13 @@ from app.config import Settings
 from app.runtime.kafka_client import client_kwargs, make_producer
 from app.runtime.topics import ensure_topics
 from app.salesforce_cdc.client import CometdTransport, TokenSource
+from app.salesforce_cdc.metrics import SubscriberMetrics
 from app.salesforce_cdc.resume import REPLAY_HEADER, parse_replay_header, resume_points
 from app.salesforce_cdc.subscriber import SalesforceSubscriber
 from tests.integration.fake_salesforce import FakeSalesforce
 from tests.integration.helpers_stream import fresh_settings, produce, wait_for
+from tests.integration.test_metrics_promtool import promtool_check_metrics
+from tests.integration.test_receiver_http import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -159,8 +162,15 @@ async def test_killed_subscriber_resumes_after_the_last_acknowledged_event(
         assert 8 <= len(landed) < 30, "the kill came mid-stream"
         for i in range(30, 40):
             sf.publish(CHANNEL, account_update(i))
-        second = await start_cli(env, url, "--replay-from", "all", *flags)
+        port = free_port()
+        second = await start_cli(env, url, "--replay-from", "all", "--metrics-port", str(port), *flags)
         await until(lambda: _count_at_least(settings, 40), timeout_s=60)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            exposition = await response.text()
+        assert f'crm_guard_salesforce_events_total{{channel="{CHANNEL}"}} {40 - len(landed)}.0' in exposition
+        assert "crm_guard_salesforce_connected 1.0" in exposition
+        checked = promtool_check_metrics(exposition)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
         second.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(second.communicate(), 30)
         assert second.returncode == 0, err.decode()[-2000:]
@@ -206,8 +216,15 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             # no token configured: the client-credentials flow gets one
             tokens = TokenSource(url, client_id=sf.client_id, client_secret=sf.client_secret)
+            metrics = SubscriberMetrics()
             subscriber = SalesforceSubscriber(
-                CometdTransport(http, tokens, "62.0"), producer, topic, [CHANNEL], {}, replay_from=-2
+                CometdTransport(http, tokens, "62.0"),
+                producer,
+                topic,
+                [CHANNEL],
+                {},
+                replay_from=-2,
+                metrics=metrics,
             )
             task = asyncio.ensure_future(subscriber.run(stop))
             await until(lambda: subscriber.stats.produced >= 6, timeout_s=30)
@@ -224,6 +241,11 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
             await asyncio.gather(task, return_exceptions=True)
             await subscriber.close()
         assert sf.handshakes >= 3 and sf.tokens_issued == 2 and sf.refused_auth >= 1
+        sample = metrics.registry.get_sample_value
+        assert sample("crm_guard_salesforce_events_total", {"channel": CHANNEL}) == 14
+        assert sample("crm_guard_salesforce_handshakes_total", {"reason": "start"}) == 1
+        assert sample("crm_guard_salesforce_handshakes_total", {"reason": "session_ended"}) >= 1
+        assert sample("crm_guard_salesforce_handshakes_total", {"reason": "token_renewed"}) == 1
         assert replays_in(await raw_messages(settings)) == sf.replay_ids()
 
         # a restart finds its resume point in Kafka; Salesforce no longer retains it
@@ -240,8 +262,15 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
         stop = asyncio.Event()
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             tokens = TokenSource(url, access_token=sf.token)
+            metrics = SubscriberMetrics()
             subscriber = SalesforceSubscriber(
-                CometdTransport(http, tokens, "62.0"), producer, topic, [CHANNEL], resume, replay_from=-1
+                CometdTransport(http, tokens, "62.0"),
+                producer,
+                topic,
+                [CHANNEL],
+                resume,
+                replay_from=-1,
+                metrics=metrics,
             )
             task = asyncio.ensure_future(subscriber.run(stop))
             await until(lambda: subscriber.stats.produced >= 4, timeout_s=30)
@@ -249,6 +278,10 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert subscriber.stats.resubscribed_all == [CHANNEL]
+        assert (
+            metrics.registry.get_sample_value("crm_guard_salesforce_replay_gaps_total", {"channel": CHANNEL})
+            == 1
+        )
         assert sf.subscribes[-2:] == [(CHANNEL, sf.replay_ids()[13]), (CHANNEL, -2)]
         ids = sf.replay_ids()
         assert replays_in(await raw_messages(settings)) == ids[:14] + ids[16:]
@@ -266,7 +299,9 @@ async def test_refused_credentials_and_a_missing_broker_are_clear_errors(
     flags = () if kafka_kind == "apache" else ("--no-idempotence",)
     try:
         proc = await start_cli(
-            cli_env(settings, CRM_GUARD_SALESFORCE_ACCESS_TOKEN="not-the-token"), url, *flags  # noqa: S106
+            cli_env(settings, CRM_GUARD_SALESFORCE_ACCESS_TOKEN="not-the-token"),  # noqa: S106
+            url,
+            *flags,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 2

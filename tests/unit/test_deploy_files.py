@@ -27,7 +27,8 @@ K8S = DEPLOY / "k8s"
 GRAFANA = ROOT / "grafana"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 ALERTS = {"CrmGuardDown", "CrmGuardConsumerLagGrowing", "CrmGuardDeadLettersRising", "CrmGuardAgentPaused",
-          "CrmGuardAlertDeliveryFailing", "CrmGuardApiChangeRefused"}
+          "CrmGuardAlertDeliveryFailing", "CrmGuardApiChangeRefused", "CrmGuardSalesforceDisconnected",
+          "CrmGuardSalesforceEventsLost"}
 
 needs_promtool = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool (Debian package prometheus)")
 
