@@ -379,6 +379,24 @@ def pipeline() -> dict[str, Any]:
             description="Review decisions, pins or resumes sent without the right api_token. The worker log "
                         "names the path and the caller: an agent's address means it tried to act for itself."),
          4, 8),
+
+        (row("Salesforce subscriber (crm-guard salesforce subscribe --metrics-port)"), 24, 1),
+        (stat("Salesforce session", "min(crm_guard_salesforce_connected)",
+              steps=((None, RED), (1, GREEN)), decimals=0,
+              mappings=value_map({"0": ("reconnecting", RED), "1": ("connected", GREEN)}),
+              description="Empty: no subscriber is scraped (Salesforce CDC then reaches the guard only "
+                          "through a bridge of your own, if any)."), 6, 8),
+        (timeseries("Salesforce events by channel", targets(
+            (f"sum by (channel) (rate(crm_guard_salesforce_events_total[{RATE}]))", "{{channel}}")), "cps"), 6, 8),
+        (timeseries("Since the last Salesforce event", targets(
+            ("time() - max by (channel) (crm_guard_salesforce_last_event_timestamp_seconds)", "{{channel}}")),
+            "s", description="A quiet org is normal at night; hours during a working day are not."), 6, 8),
+        (timeseries("Salesforce sessions started, by why", targets(
+            ("sum by (reason) (increase(crm_guard_salesforce_handshakes_total[1h]))", "{{reason}}"),
+            ("sum(increase(crm_guard_salesforce_replay_gaps_total[1h]))", "expired resume points")),
+            bars=True, stack=True,
+            description="session_ended: Salesforce dropped the session (403::Unknown client); expired resume "
+                        "points: changes lost at Salesforce (alert CrmGuardSalesforceEventsLost)."), 6, 8),
     ]
     return dashboard("crm-guard-pipeline", "crm-guard / Pipeline health",
                      "Is the guard keeping up: workers, throughput, lag, latency, dead letters, deliveries, state.",

@@ -183,7 +183,7 @@ def normalize_one(element: Any) -> ChangeEvent:
         if not isinstance(sub_type, str) or "." not in sub_type:
             raise bad_type("subscriptionType", "of the form object.action")
         object_name, _, action_name = sub_type.partition(".")
-        operation = _ACTIONS.get(action_name)
+        operation = None if object_name in NOT_CRM_OBJECTS else _ACTIONS.get(action_name)
         if operation is None:
             raise AdapterError(
                 "unknown_subscription_type", f"subscriptionType {sub_type[:64]} is not a CRM change"
@@ -244,6 +244,10 @@ def normalize_one(element: Any) -> ChangeEvent:
 
 # subscriptionType -> (object name, operation), parsed once per type. Bounded: types are few.
 _SUB_TYPES: dict[str, tuple[str, str]] = {}
+NOT_CRM_OBJECTS = frozenset({"conversation"})
+"""Subscription objects that are not CRM records: the Conversations inbox's `conversation.creation`,
+`.propertyChange`, `.deletion`, `.privacyDeletion`, `.newMessage` are chat threads, dead-lettered
+`unknown_subscription_type` like any other non-CRM subscription (remove them from the app)."""
 
 
 def _object_of(object_name: str, note: dict[str, Any]) -> tuple[str, ObjectType]:

@@ -88,6 +88,9 @@ class SalesforceSubscriber:
         self.sleep = sleep
         self.stats = SubscriberStats(last_replay=dict(resume))
         self.metrics = metrics or SubscriberMetrics()
+        for channel in channels:  # zero from the start, so rate() and increase() see the first event
+            self.metrics.events.labels(channel)
+            self.metrics.replay_gaps.labels(channel)
         self._ids = MessageIds()
         self._client_id = ""
         self._poll_timeout_s = 110.0 + CONNECT_MARGIN_S

@@ -9,7 +9,9 @@ keep aiohttp's answers: a browser shows them as they are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -54,15 +56,57 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return web.json_response({"error": "internal_error", "message": message}, status=500)
 
 
+API_WRITE_WAIT_S = 10.0
+"""How long a change made through /api/ waits for Kafka before the caller is told. The producer's
+own request timeout is 40 s: a reviewer or an agent should not hang that long on a broker that is
+down. The write goes on in the background and lands if the broker comes back; every API change is
+safe to repeat (a decided proposal answers 409, a resume of an active agent changes nothing)."""
+
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_UNBOUNDED = frozenset({"/api/review/batch-approve"})
+"""Changes made of many writes in turn, answered item by item: they take as long as they take."""
+
+
 @web.middleware
 async def broker_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """503 `broker_unavailable` (JSON, with the reason) when a handler's write to Kafka failed:
-    the caller learns that its resume, decision or proposal did not go through and may retry it;
-    a bare 500 would say neither. (The webhook receiver answers its own 503 with a shorter wait:
-    vendors time out after a few seconds.)"""
+    """503 `broker_unavailable` (JSON, with the reason) when a handler's write to Kafka failed, or
+    when an /api/ change has not been acknowledged within API_WRITE_WAIT_S: the caller learns that
+    its resume, decision or proposal did not go through (or not yet) and may check and retry it;
+    a bare 500 or a hung request would say neither. (The webhook receiver answers its own 503 with
+    a shorter wait: vendors time out after a few seconds.)"""
     try:
-        return await handler(request)
+        if (request.method not in _WRITE_METHODS or not request.path.startswith("/api/")
+                or request.path in _UNBOUNDED):
+            return await handler(request)
+        work = asyncio.ensure_future(handler(request))
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), API_WRITE_WAIT_S)
+        except TimeoutError:
+            if work.done():
+                raise  # the handler's own TimeoutError
+            work.add_done_callback(_late_outcome(request.method, request.path))
+            log.warning("%s %s: Kafka has not acknowledged within %.0fs; answering 503, the write goes on",
+                        request.method, request.path, API_WRITE_WAIT_S)
+            message = (f"Kafka has not acknowledged the write within {API_WRITE_WAIT_S:.0f}s; it may still "
+                       "go through when the broker answers: check the state before retrying")
+            return web.json_response({"error": "broker_unavailable", "message": message}, status=503,
+                                     headers={"Retry-After": "30"})
     except KafkaError as exc:
         log.warning("%s %s: the broker refused or did not answer: %r", request.method, request.path, exc)
         message = f"Kafka did not take the write ({type(exc).__name__}); retry later"
         return web.json_response({"error": "broker_unavailable", "message": message}, status=503)
+
+
+def _late_outcome(method: str, path: str) -> Callable[[asyncio.Future[web.StreamResponse]], None]:
+    """Log how a write answered with 503 ended after all."""
+
+    def done(work: asyncio.Future[web.StreamResponse]) -> None:
+        if work.cancelled():
+            log.warning("%s %s: the write was cancelled after its 503", method, path)
+        elif work.exception() is not None:
+            log.warning("%s %s: the write failed after its 503: %r", method, path, work.exception())
+        else:
+            status = work.result().status
+            log.info("%s %s: the write went through after its 503 (status %s)", method, path, status)
+
+    return done

@@ -17,6 +17,7 @@ tests fail rather than skip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -28,11 +29,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -229,8 +231,9 @@ class GuardThread:
     """The incident guard (helpers_incident) on its own event loop in a thread, so it keeps serving
     /metrics between tests and while the tests block on Prometheus."""
 
-    def __init__(self, bootstrap: str, kind: str, web_port: int) -> None:
+    def __init__(self, bootstrap: str, kind: str, web_port: int, subscriber_port: int) -> None:
         self.bootstrap, self.kind, self.web_port = bootstrap, kind, web_port
+        self.subscriber_port = subscriber_port
         self.ready = threading.Event()
         self.guard: RunningGuard | None = None
         self.missing: list[str] = []
@@ -245,10 +248,11 @@ class GuardThread:
             async with incident_guard(self.bootstrap, self.kind, self.web_port) as guard:
                 await feed_incident(guard)
                 self.missing = await wait_for_incident(guard)
-                self.guard = guard
                 self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-                self.ready.set()
-                await self._stop.wait()
+                async with salesforce_subscriber(guard, self.kind, self.subscriber_port, self._stop):
+                    self.guard = guard
+                    self.ready.set()
+                    await self._stop.wait()
         except BaseException as exc:  # noqa: BLE001 - reported by start()
             self.error = exc
         finally:
@@ -269,6 +273,45 @@ class GuardThread:
         assert not self._thread.is_alive(), "the guard did not stop"
 
 
+@contextlib.asynccontextmanager
+async def salesforce_subscriber(guard: RunningGuard, kind: str, port: int, stop: asyncio.Event
+                                ) -> AsyncIterator[None]:
+    """`crm-guard salesforce subscribe`'s parts (a local CometD server standing in for Salesforce)
+    feeding the guard's raw topic, its metrics served on `port`: its panels and rules get series."""
+    from prometheus_client import start_http_server
+
+    from app.runtime.kafka_client import make_producer
+    from app.salesforce_cdc.client import CometdTransport, TokenSource
+    from app.salesforce_cdc.metrics import SubscriberMetrics
+    from app.salesforce_cdc.subscriber import SalesforceSubscriber
+    from tests.integration.fake_salesforce import FakeSalesforce
+    from tests.integration.test_salesforce_subscribe import CHANNEL, account_update
+
+    salesforce = FakeSalesforce(hold_s=0.2)
+    url = await salesforce.start()
+    for i in range(3):
+        salesforce.publish(CHANNEL, account_update(i))
+    metrics = SubscriberMetrics()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    producer = make_producer(guard.settings, idempotent=kind == "apache")
+    await producer.start()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            subscriber = SalesforceSubscriber(
+                CometdTransport(http, TokenSource(url, access_token=salesforce.token), "62.0"), producer,
+                guard.settings.topics.raw_salesforce, [CHANNEL], {}, replay_from=-2, metrics=metrics)
+            task = asyncio.ensure_future(subscriber.run(stop))
+            while subscriber.stats.produced < 3 and not task.done():
+                await asyncio.sleep(0.05)
+            yield
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await producer.stop()
+        await salesforce.stop()
+        server.shutdown()
+
+
 @dataclass
 class Live:
     guard: RunningGuard
@@ -282,9 +325,11 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     from app.broker.embedded import free_port
 
     need(PROMETHEUS)
-    web_port = free_port()
-    prometheus = Prometheus([f"127.0.0.1:{web_port}"], tmp_path_factory.mktemp("prometheus"))
-    runner = GuardThread(kafka_bootstrap, os.environ.get("CRM_GUARD_TEST_BROKER_KIND", "tansu"), web_port)
+    web_port, subscriber_port = free_port(), free_port()
+    prometheus = Prometheus([f"127.0.0.1:{web_port}", f"127.0.0.1:{subscriber_port}"],
+                            tmp_path_factory.mktemp("prometheus"))
+    runner = GuardThread(kafka_bootstrap, os.environ.get("CRM_GUARD_TEST_BROKER_KIND", "tansu"), web_port,
+                         subscriber_port)
     try:
         guard = runner.start()
         prometheus.wait_ready()

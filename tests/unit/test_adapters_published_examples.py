@@ -89,3 +89,23 @@ def test_pipedrive_v1_time_from_timestamp_milli_when_there_is_no_micro() -> None
     event = one(payload)
     assert event.occurred_at == 1492687681417
     assert {c.field for c in event.changes} == {"user_id", "person_id", "content", "active_flag"}
+
+
+def test_hubspot_conversations_inbox_events_are_not_crm_changes() -> None:
+    # simstudioai/sim, HubSpot conversation trigger payload examples: chat threads, not CRM records
+    base = {"subscriptionId": 4629980, "portalId": 244315265, "appId": 23608917, "occurredAt": 1762659213730,
+            "attemptNumber": 0, "objectId": 316126906055}
+    user = {"changeSource": "CRM_UI", "sourceId": "userId:84916424"}
+    batch = [
+        {**base, "eventId": 3181526820, "subscriptionType": "conversation.creation", "changeSource": "EMAIL"},
+        {**base, **user, "eventId": 3181526824, "subscriptionType": "conversation.propertyChange",
+         "propertyName": "status", "propertyValue": "closed"},
+        {**base, **user, "eventId": 3181526821, "subscriptionType": "conversation.deletion"},
+        {**base, **user, "eventId": 3181526825, "subscriptionType": "contact.propertyChange",
+         "propertyName": "jobtitle", "propertyValue": "CTO"},
+    ]
+    events, errors = normalize_with_errors(batch, "auto")
+    assert [e.source_object_type for e in events] == ["contact"]  # the CRM change in the same delivery
+    assert [(e.index, e.reason) for e in errors] == [(0, "unknown_subscription_type"),
+                                                     (1, "unknown_subscription_type"),
+                                                     (2, "unknown_subscription_type")]

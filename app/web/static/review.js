@@ -68,7 +68,7 @@
         : "this guard needs its operator token for decisions: enter it under Token (top right)");
     }
     if (response.status === 403) throw new Error(data.message || "your role does not allow this");
-    if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+    if (!response.ok) throw new Error(data.message ? `${data.error}: ${data.message}` : (data.error || `HTTP ${response.status}`));
     return data;
   }
 
