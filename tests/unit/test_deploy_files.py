@@ -172,7 +172,9 @@ def _ports(service: dict[str, Any]) -> list[tuple[int, int]]:
 def test_compose_services_ports_and_mounts_are_sane() -> None:
     compose = load(DEPLOY / "docker-compose.yml")
     services = compose["services"]
-    assert set(services) == {"kafka", "guard", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "guard", "prometheus", "grafana", "salesforce-subscriber"}
+    assert services["salesforce-subscriber"]["profiles"] == ["salesforce"]  # never started by default
+    assert services["salesforce-subscriber"]["command"][:2] == ["salesforce", "subscribe"]
     host_ports = [h for s in services.values() for h, _ in _ports(s)]
     assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
     assert dict(_ports(services["guard"])) == {6066: 6066}
