@@ -117,21 +117,60 @@ def _file_items(
     yield from items
 
 
+BOM = b"\xef\xbb\xbf"
+WHOLE_DOCUMENT_MAX_BYTES = 256 * 1024 * 1024
+"""Largest file read as one JSON document; beyond, a file that is not JSON Lines is read line by line."""
+
+
+def whole_document(path: Path) -> list[Any] | None:
+    """The payloads of a file that is one JSON document rather than JSON Lines, else None.
+
+    Saved deliveries often are: a pretty-printed HubSpot batch, a Salesforce event copied from a
+    log, an array of Pipedrive webhooks. Such a file's first line is not JSON on its own (`[` or
+    `{`) while the whole file is; its payloads are the top-level array's elements (the document
+    itself when it is an object). In dead letters, `line` is then the element's position."""
+    first = b""
+    with open(path, "rb") as handle:
+        for raw in handle:
+            first = raw.strip().removeprefix(BOM)
+            if first:
+                break
+    if not first.startswith((b"[", b"{")) or path.stat().st_size > WHOLE_DOCUMENT_MAX_BYTES:
+        return None
+    try:
+        orjson.loads(first)
+        return None  # the first line is a payload of its own: JSON Lines
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        document = orjson.loads(path.read_bytes().removeprefix(BOM))
+    except orjson.JSONDecodeError:
+        return None
+    return document if isinstance(document, list) else [document]
+
+
 def _line_items(
     path: Path, file_index: int, source: str, max_bytes: int, outputs: _Outputs, stats: ReplayStats,
     progress: "_Progress | None", history: list[bool],
 ) -> Iterator[_Item]:
     """(event time, file, line, position, event) per event of each line; sets history[0] when a
     line is a CRM history export."""
+    document = whole_document(path)
     with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if progress is not None:
-                progress.advance(len(raw))
-            if not raw.strip():
-                continue
+        lines: Iterator[tuple[int, Any]] = (
+            ((n, raw.removeprefix(BOM) if n == 1 else raw) for n, raw in enumerate(handle, start=1))
+            if document is None else enumerate(document, start=1))
+        if document is not None and progress is not None:
+            progress.advance(path.stat().st_size)
+        for line_no, raw in lines:
+            if document is None:
+                if progress is not None:
+                    progress.advance(len(raw))
+                if not raw.strip():
+                    continue
             stats.lines += 1
             try:
-                payload = decode_line(raw, max_bytes=max_bytes)
+                payload = decode_line(raw, max_bytes=max_bytes) if document is None else raw
                 name = detect_source(payload) if source == "auto" else source
                 if name in HISTORY_SOURCES:
                     history[0] = True

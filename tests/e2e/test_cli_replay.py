@@ -84,6 +84,28 @@ def test_bad_lines_are_dead_lettered_with_their_origin_and_the_rest_is_replayed(
     assert summary["lines"] == 43 and summary["events"] > 40 and summary["deadletters"] == len(dead)
 
 
+def test_saved_json_documents_and_a_byte_order_mark_are_read_like_json_lines(tmp_path: Path) -> None:
+    """Deliveries saved as one (pretty-printed) JSON document, or JSON Lines behind a UTF-8 BOM,
+    replay to the same events as the JSON Lines they came from."""
+    lines = (DEMO / "hubspot.jsonl").read_bytes().splitlines()[:30]
+    deliveries = [orjson.loads(line) for line in lines]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(b"\n".join(lines) + b"\n")
+    pretty = tmp_path / "saved.json"  # an array of deliveries, indented, plus one element no vendor sends
+    pretty.write_text(json.dumps([*deliveries, {"hello": "world"}], indent=2))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    events = {}
+    for name, path in (("plain", plain), ("pretty", pretty), ("bom", bom)):
+        done = replay(str(path), "--out", str(tmp_path / name), "-q")
+        assert done.returncode in (0, 3), done.stderr[-2000:]
+        events[name] = sorted(row["event_id"] for row in jsonl(tmp_path / name / "timeline.jsonl"))
+    assert events["plain"] and events["pretty"] == events["plain"] == events["bom"]
+    assert [(d["line"], d["reason"]) for d in jsonl(tmp_path / "pretty" / "deadletter.jsonl")] == [
+        (31, "unknown_shape")]
+    assert jsonl(tmp_path / "bom" / "deadletter.jsonl") == []
+
+
 @pytest.mark.parametrize("case", ["missing", "directory", "out_not_creatable", "bad_policy", "bad_source"])
 def test_bad_arguments_get_a_message_and_exit_2(tmp_path: Path, case: str) -> None:
     hubspot = str(DEMO / "hubspot.jsonl")
