@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import gzip
 import heapq
 import multiprocessing
 import pickle
@@ -122,6 +123,16 @@ WHOLE_DOCUMENT_MAX_BYTES = 256 * 1024 * 1024
 """Largest file read as one JSON document; beyond, a file that is not JSON Lines is read line by line."""
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_input(path: Path) -> IO[bytes]:
+    """A replay input for reading, decompressed when it is gzip (recorded traffic often is)."""
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
 def whole_document(path: Path) -> list[Any] | None:
     """The payloads of a file that is one JSON document rather than JSON Lines, else None.
 
@@ -130,7 +141,7 @@ def whole_document(path: Path) -> list[Any] | None:
     `{`) while the whole file is; its payloads are the top-level array's elements (the document
     itself when it is an object). In dead letters, `line` is then the element's position."""
     first = b""
-    with open(path, "rb") as handle:
+    with open_input(path) as handle:
         for raw in handle:
             first = raw.strip().removeprefix(BOM)
             if first:
@@ -142,8 +153,12 @@ def whole_document(path: Path) -> list[Any] | None:
         return None  # the first line is a payload of its own: JSON Lines
     except orjson.JSONDecodeError:
         pass
+    with open_input(path) as handle:
+        whole = handle.read(WHOLE_DOCUMENT_MAX_BYTES + 1)
+    if len(whole) > WHOLE_DOCUMENT_MAX_BYTES:
+        return None
     try:
-        document = orjson.loads(path.read_bytes().removeprefix(BOM))
+        document = orjson.loads(whole.removeprefix(BOM))
     except orjson.JSONDecodeError:
         return None
     return document if isinstance(document, list) else [document]
@@ -156,15 +171,16 @@ def _line_items(
     """(event time, file, line, position, event) per event of each line; sets history[0] when a
     line is a CRM history export."""
     document = whole_document(path)
-    with open(path, "rb") as handle:
+    with open_input(path) as handle:
         lines: Iterator[tuple[int, Any]] = (
             ((n, raw.removeprefix(BOM) if n == 1 else raw) for n, raw in enumerate(handle, start=1))
             if document is None else enumerate(document, start=1))
-        if document is not None and progress is not None:
+        by_line = document is None and not isinstance(handle, gzip.GzipFile)
+        if not by_line and progress is not None:
             progress.advance(path.stat().st_size)
         for line_no, raw in lines:
             if document is None:
-                if progress is not None:
+                if by_line and progress is not None:
                     progress.advance(len(raw))
                 if not raw.strip():
                     continue

@@ -5,6 +5,7 @@ dead letter with the reason and where they came from, and the good lines around 
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -85,8 +86,8 @@ def test_bad_lines_are_dead_lettered_with_their_origin_and_the_rest_is_replayed(
 
 
 def test_saved_json_documents_and_a_byte_order_mark_are_read_like_json_lines(tmp_path: Path) -> None:
-    """Deliveries saved as one (pretty-printed) JSON document, or JSON Lines behind a UTF-8 BOM,
-    replay to the same events as the JSON Lines they came from."""
+    """Deliveries saved as one (pretty-printed) JSON document, JSON Lines behind a UTF-8 BOM, and
+    gzip-compressed recordings replay to the same events as the JSON Lines they came from."""
     lines = (DEMO / "hubspot.jsonl").read_bytes().splitlines()[:30]
     deliveries = [orjson.loads(line) for line in lines]
     plain = tmp_path / "plain.jsonl"
@@ -95,12 +96,18 @@ def test_saved_json_documents_and_a_byte_order_mark_are_read_like_json_lines(tmp
     pretty.write_text(json.dumps([*deliveries, {"hello": "world"}], indent=2))
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    packed = tmp_path / "recorded.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    packed_doc = tmp_path / "saved.json.gz"
+    packed_doc.write_bytes(gzip.compress(pretty.read_bytes()))
     events = {}
-    for name, path in (("plain", plain), ("pretty", pretty), ("bom", bom)):
+    inputs = {"plain": plain, "pretty": pretty, "bom": bom, "gz": packed, "gzdoc": packed_doc}
+    for name, path in inputs.items():
         done = replay(str(path), "--out", str(tmp_path / name), "-q")
         assert done.returncode in (0, 3), done.stderr[-2000:]
         events[name] = sorted(row["event_id"] for row in jsonl(tmp_path / name / "timeline.jsonl"))
-    assert events["plain"] and events["pretty"] == events["plain"] == events["bom"]
+    assert events["plain"] and events["pretty"] == events["plain"] == events["bom"] == events["gz"]
+    assert events["gzdoc"] == events["plain"]
     assert [(d["line"], d["reason"]) for d in jsonl(tmp_path / "pretty" / "deadletter.jsonl")] == [
         (31, "unknown_shape")]
     assert jsonl(tmp_path / "bom" / "deadletter.jsonl") == []
