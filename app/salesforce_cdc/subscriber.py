@@ -191,6 +191,8 @@ class SalesforceSubscriber:
             if reply.events:
                 await self._produce(reply.events)
             if reply.meta is None:
+                if not reply.events:  # nothing at all: not a Bayeux server we can poll in a loop
+                    raise ProtocolError("the connect was answered without a /meta/connect reply")
                 continue  # events without the connect reply: poll again
             if not reply.ok:
                 self._refused(reply, "connect")
