@@ -373,3 +373,64 @@ async def test_webhook_deliveries_on_the_same_topic_do_not_hide_the_resume_point
         assert await resume_points(consumer, topic, [0], [CHANNEL, "/data/LeadChangeEvent"]) == {CHANNEL: 12}
     finally:
         await consumer.stop()
+
+
+SALESFORCE_AGENT_POLICY = """
+agents:
+  sf-enrich-agent:
+    identities:
+      - {vendor: salesforce, app_id: enrich-agent}
+    denied_fields: [Industry]
+"""
+
+
+async def test_subscribed_events_reach_the_guard_and_pause_the_agent(
+    kafka_bootstrap: str, kafka_kind: str, unique: str
+) -> None:
+    """End to end: Salesforce (the local CometD server) -> subscriber -> crm.raw.salesforce -> the
+    guard's stages -> a protected_field alert on the agent named in the policy, and its pause."""
+    from app.policy_file import parse_policy
+    from app.runtime.assembly import build_runtime
+    from tests.integration.helpers_stream import alert_values, read_topic
+
+    settings = fresh_settings(kafka_bootstrap, unique)
+    runtime, _ = build_runtime(
+        settings, parse_policy(SALESFORCE_AGENT_POLICY, "test"), idempotent=kafka_kind == "apache"
+    )
+    await runtime.start()
+    sf = FakeSalesforce(per_poll=2, hold_s=0.05)
+    url = await sf.start()
+    producer = make_producer(settings, idempotent=kafka_kind == "apache")
+    await producer.start()
+    stop = asyncio.Event()
+    try:
+        await asyncio.wait_for(runtime.ready.wait(), 60)
+        for i in range(3):
+            sf.publish(CHANNEL, account_update(i))
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            subscriber = SalesforceSubscriber(
+                CometdTransport(http, TokenSource(url, access_token=sf.token), "62.0"),
+                producer,
+                settings.topics.raw_salesforce,
+                [CHANNEL],
+                {},
+                replay_from=-2,
+            )
+            task = asyncio.ensure_future(subscriber.run(stop))
+
+            async def protected() -> list[dict[str, Any]]:
+                alerts = alert_values(await read_topic(kafka_bootstrap, settings.topics.alerts))
+                return [a for a in alerts if a.get("kind") == "protected_field"]
+
+            await until(protected, timeout_s=60)
+            stop.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        alert = (await protected())[-1]
+        assert alert["agent"] == "sf-enrich-agent" and alert["severity"] == "critical"
+        pauses = await read_topic(kafka_bootstrap, settings.topics.pause)
+        assert [p.key for p in pauses] == [b"sf-enrich-agent"]
+    finally:
+        await producer.stop()
+        await sf.stop()
+        await runtime.stop()
