@@ -97,6 +97,10 @@ class Settings(BaseModel):
     (seconds of wall time; also on stop and on revocation). Negative: never (models warm up again
     after every restart)."""
     max_payload_bytes: int = Field(default=1_000_000, gt=0)
+    max_delivery_bytes: int = Field(default=16_000_000, gt=0)
+    """Largest webhook body the receiver takes (413 above). A HubSpot batch of 100 notifications with
+    long text values can pass `max_payload_bytes`: such a batch is split into one raw message per
+    notification, so no raw message is larger than `max_payload_bytes` (Kafka's default limit is 1 MB)."""
     hubspot_client_secret: SecretStr | None = None
     pipedrive_user: str | None = None
     pipedrive_password: SecretStr | None = None

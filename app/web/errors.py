@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -54,6 +54,20 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("%s %s failed", request.method, request.path)
         message = f"the guard failed to handle this request ({type(exc).__name__}); it is logged"
         return web.json_response({"error": "internal_error", "message": message}, status=500)
+
+
+def body_limit(max_bytes: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """413 for a request body over `max_bytes` (max_payload_bytes) outside /webhooks/: the app's
+    own limit is the larger max_delivery_bytes, which only vendor batches need."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        size = request.content_length
+        if size is not None and size > max_bytes and not request.path.startswith("/webhooks/"):
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
+        return await handler(request)
+
+    return limit
 
 
 API_WRITE_WAIT_S = 10.0

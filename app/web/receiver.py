@@ -7,7 +7,8 @@ POST /webhooks/salesforce  `X-CRM-Guard-Token: <token>` from the CDC bridge, or 
                            (mTLS: web_tls_client_cafile, app/web/tls.py)
 
 The answer comes after the broker acknowledged the produce: 200 means the payload is durable.
-401 for a missing or bad credential, 400 for a body that is not JSON, 413 for an oversized body,
+401 for a missing or bad credential, 400 for a body that is not JSON, 413 for a body over
+`max_delivery_bytes` (a batch over `max_payload_bytes` is split into one raw message per element),
 503 when the receiver for that vendor is not configured (never accept unauthenticated writes),
 and 503 `broker_unavailable` when the broker did not acknowledge within ACK_TIMEOUT_S: the vendor
 retries later (HubSpot and Pipedrive retry 5xx answers), and if the first produce landed after
@@ -43,7 +44,7 @@ def _error(status: int, reason: str, message: str) -> web.Response:
 
 
 async def _read_json_body(request: web.Request) -> bytes | web.Response:
-    limit = request.app[SETTINGS].max_payload_bytes
+    limit = request.app[SETTINGS].max_delivery_bytes
     if request.content_length is not None and request.content_length > limit:
         return _error(413, "too_large", f"body over {limit} bytes")
     body = await request.read()
@@ -56,15 +57,44 @@ async def _read_json_body(request: web.Request) -> bytes | web.Response:
     return body
 
 
+def _raw_messages(body: bytes, max_bytes: int) -> list[bytes] | str:
+    """What goes to the raw topic for one delivery: the body as received, or, when it is larger
+    than one raw message may be (`max_payload_bytes`, within Kafka's 1 MB default) and is a JSON
+    array (a HubSpot batch of up to 100 notifications with long text values can pass 1 MB), one
+    message per element. A reason string when it cannot be split to size."""
+    if len(body) <= max_bytes:
+        return [body]
+    batch = orjson.loads(body)
+    if not isinstance(batch, list):
+        return f"body over {max_bytes} bytes and not a batch that can be split"
+    parts = [orjson.dumps(element) for element in batch]
+    for index, part in enumerate(parts):
+        if len(part) > max_bytes:
+            return f"element {index} alone is over {max_bytes} bytes"
+    return parts
+
+
 async def _produce(request: web.Request, vendor: str, body: bytes) -> web.Response:
     runtime = request.app[RUNTIME]
     if runtime is None or runtime.producer is None:
         return _error(503, "starting", "the guard is starting; retry")
-    topic = request.app[SETTINGS].topics.raw(vendor)
+    settings = request.app[SETTINGS]
+    topic = settings.topics.raw(vendor)
+    messages = _raw_messages(body, settings.max_payload_bytes)
+    if isinstance(messages, str):
+        return _error(413, "too_large", messages)
     headers = [("received_at", str(int(time.time() * 1000)).encode())]
     try:
         async with asyncio.timeout(ACK_TIMEOUT_S):
-            await runtime.producer.send_and_wait(topic, value=body, headers=headers)
+            if len(messages) == 1:
+                await runtime.producer.send_and_wait(topic, value=messages[0], headers=headers)
+            else:  # every part acknowledged, or 503 and the vendor sends it all again (same event ids)
+                total = len(messages)
+                sent = []
+                for index, message in enumerate(messages):
+                    split = ("split", f"{index}/{total}".encode())
+                    sent.append(await runtime.producer.send(topic, value=message, headers=[*headers, split]))
+                await asyncio.gather(*sent)
     except (TimeoutError, KafkaError) as exc:
         log.warning("%s delivery not acknowledged by the broker: %r", vendor, exc)
         return _error(503, "broker_unavailable", f"the broker did not acknowledge the delivery ({type(exc).__name__}); "

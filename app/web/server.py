@@ -17,7 +17,7 @@ from aiohttp import web
 from mode import Service
 
 from app.web.auth import operator_auth
-from app.web.errors import broker_errors, json_errors
+from app.web.errors import body_limit, broker_errors, json_errors
 from app.web.keys import BY_NAME
 from app.web.tls import server_ssl_context
 from app.web.users import UsersFile
@@ -29,8 +29,11 @@ ROUTE_MODULES: list[str] = ["app.web.api", "app.web.receiver", "app.web.review",
 
 def build_web_app(shared: dict[str, Any]) -> web.Application:
     """The application with every route module's routes and the shared objects attached."""
-    application = web.Application(client_max_size=int(shared["settings"].max_payload_bytes) + 1024,
-                                  middlewares=[json_errors, operator_auth, broker_errors])
+    settings = shared["settings"]
+    largest = max(int(settings.max_payload_bytes), int(settings.max_delivery_bytes))
+    api_limit = body_limit(int(settings.max_payload_bytes) + 1024)
+    application = web.Application(client_max_size=largest + 1024,
+                                  middlewares=[json_errors, api_limit, operator_auth, broker_errors])
     for name, value in shared.items():
         application[BY_NAME[name]] = value
     users_file = shared["settings"].api_users_file

@@ -77,6 +77,7 @@ async def test_each_vendor_is_authenticated_refusals_say_why_and_accepted_delive
     settings = fresh_settings(
         kafka_bootstrap, unique, web_port=port, public_url=base, hubspot_client_secret=SECRET,
         pipedrive_user=PD_USER, pipedrive_password=PD_PASSWORD, salesforce_token=SF_TOKEN, max_payload_bytes=50_000,
+        max_delivery_bytes=60_000,
     )
     runtime, _ = build_runtime(settings, guard_policy(), idempotent=kafka_kind == "apache")
     await runtime.start()
@@ -137,6 +138,46 @@ async def test_each_vendor_is_authenticated_refusals_say_why_and_accepted_delive
     finally:
         await runner.cleanup()
         await runtime.stop()
+
+
+async def test_a_hubspot_batch_over_the_message_limit_is_split_one_notification_per_message(
+    kafka_bootstrap: str, unique: str, kafka_kind: str,
+) -> None:
+    """100 notifications with long text values pass one raw message's limit (Kafka's default is
+    1 MB): the receiver takes the signed batch and produces each notification on its own, so the
+    delivery is neither refused (HubSpot would retry it forever) nor lost."""
+    from app.adapters import normalize_with_errors
+    from app.runtime.kafka_client import make_producer
+
+    settings = fresh_settings(kafka_bootstrap, unique, hubspot_client_secret=SECRET, max_payload_bytes=20_000)
+    producer = make_producer(settings, idempotent=kafka_kind == "apache")
+    await producer.start()
+    runner, port = await serve_receiver(settings, producer)
+    signed_url = settings.public_url.rstrip("/") + "/webhooks/hubspot"  # what HubSpot signs: the public URL
+    url = f"http://127.0.0.1:{port}/webhooks/hubspot"
+    try:
+        batch = [hubspot_change(8000 + i, 9000 + i, "notes_summary", f"{i} " + "n" * 1500, T0 + i)
+                 for i in range(100)]
+        body = orjson.dumps(batch)
+        assert len(body) > settings.max_payload_bytes
+        one_too_big = orjson.dumps([hubspot_change(8200, 9200, "notes_summary", "x" * 25_000, T0)])
+        async with aiohttp.ClientSession() as session:
+            status, answer = await post(session, url, body, hubspot_headers(signed_url, body))
+            assert (status, answer) == (200, {"status": "accepted"})
+            status, answer = await post(session, url, one_too_big, hubspot_headers(signed_url, one_too_big))
+            assert (status, answer["error"]) == (413, "too_large") and "element 0" in answer["message"]
+        records = await read_topic(kafka_bootstrap, settings.topics.raw_hubspot)
+        assert len(records) == 100 and all(len(r.value) <= settings.max_payload_bytes for r in records)
+        assert {dict(r.headers)["split"] for r in records} == {f"{i}/100".encode() for i in range(100)}
+        ids = set()
+        for record in records:
+            events, errors = normalize_with_errors(orjson.loads(record.value), "auto")
+            assert not errors and len(events) == 1
+            ids.add(events[0].source_event_id)
+        assert ids == {str(8000 + i) for i in range(100)}
+    finally:
+        await runner.cleanup()
+        await producer.stop()
 
 
 async def serve_receiver(settings: Any, producer: Any = None) -> tuple[web.AppRunner, int]:
