@@ -74,8 +74,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--out", required=True, metavar="DIR", help="where alerts.jsonl, summary.json, ... go")
     p.add_argument("--source", choices=SOURCES, default="auto", help="payload format (default: detect per line)")
     p.add_argument("--policy", metavar="FILE", help="policy YAML (default: shipped defaults, no agents)")
-    p.add_argument("--max-bytes", type=positive_int, default=1_000_000,
-                   help="lines longer than this are dead-lettered")
+    p.add_argument("--max-bytes", type=positive_int, default=16_000_000,
+                   help="lines longer than this are dead-lettered (default 16000000, the webhook receiver's "
+                        "max_delivery_bytes: a HubSpot batch of 100 long notifications passes 1 MB)")
     p.add_argument("--max-disorder", type=non_negative_float, default=3600.0, metavar="SECONDS",
                    help="event-time disorder the reorder buffer absorbs per file (default 3600)")
     p.add_argument("--workers", choices=("auto", "1", "2"), default="auto",

@@ -330,7 +330,7 @@ def run_replay(
     out_dir: Path,
     policy: Policy,
     source: str = "auto",
-    max_bytes: int = 1_000_000,
+    max_bytes: int = 16_000_000,
     max_disorder_ms: int = 3_600_000,
     show_progress: bool = False,
     workers: int = 1,
