@@ -145,7 +145,7 @@ async def test_a_hubspot_batch_over_the_message_limit_is_split_one_notification_
 ) -> None:
     """100 notifications with long text values pass one raw message's limit (Kafka's default is
     1 MB): the receiver takes the signed batch and produces each notification on its own, so the
-    delivery is neither refused (HubSpot would retry it forever) nor lost."""
+    delivery is neither refused (HubSpot would retry it for a day, then drop it) nor lost."""
     from app.adapters import normalize_with_errors
     from app.runtime.kafka_client import make_producer
 
