@@ -135,7 +135,7 @@ async def _subscribe_async(
                 flush=True,
             )
             try:
-                await subscriber.run(asyncio.Event())
+                await subscriber.run()
             finally:
                 await asyncio.shield(subscriber.close())
     finally:

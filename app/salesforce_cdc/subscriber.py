@@ -65,7 +65,7 @@ class SubscriberStats:
 
 
 class SalesforceSubscriber:
-    """Subscribe to `channels` and produce their events to `topic` until `stop` is set."""
+    """Subscribe to `channels` and produce their events to `topic` until cancelled."""
 
     def __init__(
         self,
@@ -95,25 +95,25 @@ class SalesforceSubscriber:
         self._client_id = ""
         self._poll_timeout_s = 110.0 + CONNECT_MARGIN_S
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self) -> None:
         """Handshake, subscribe, long-poll and produce, reconnecting as Salesforce advises."""
         failures = 0
         refreshed = False
         reason = "start"
-        while not stop.is_set():
+        while True:
             try:
                 self.metrics.handshakes.labels(reason).inc()
                 await self._start_session()
                 self.metrics.connected.set(1)
                 refreshed = False
-                succeeded = await self._poll(stop)
+                succeeded = await self._poll()
                 self.metrics.connected.set(0)
                 reason = "session_ended"
                 if succeeded:
                     failures = 0
                     continue
                 failures += 1  # the session ended before one connect succeeded: do not spin
-                await _wait(stop, min(MAX_BACKOFF_S, 2.0 ** (failures - 1)), self.sleep)
+                await self.sleep(min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
             except AuthRefused as exc:
                 self.metrics.connected.set(0)
                 if refreshed or not self.transport.tokens.can_refresh:
@@ -133,7 +133,7 @@ class SalesforceSubscriber:
                     exc,
                     wait,
                 )
-                await _wait(stop, wait, self.sleep)
+                await self.sleep(wait)
 
     # ---- one session: handshake, subscriptions, long polls --------------------------------------
 
@@ -180,11 +180,11 @@ class SalesforceSubscriber:
             raise ProtocolError(reply.error)
         raise SubscribeFailed(f"subscribe to {channel} refused: {reply.error or 'no reason given'}")
 
-    async def _poll(self, stop: asyncio.Event) -> int:
-        """Long polls until the session ends (then the caller handshakes again) or `stop`; the
+    async def _poll(self) -> int:
+        """Long polls until the session ends (then the caller handshakes again); the
         number of connects that succeeded."""
         succeeded = 0
-        while not stop.is_set():
+        while True:
             reply = await self._send(
                 bayeux.connect(self._ids, self._client_id), bayeux.META_CONNECT, self._poll_timeout_s
             )
@@ -210,8 +210,7 @@ class SalesforceSubscriber:
             if reply.reconnect == "none":
                 raise SubscribeFailed("Salesforce advised not to reconnect")
             if reply.interval_ms:
-                await _wait(stop, reply.interval_ms / 1000, self.sleep)
-        return succeeded
+                await self.sleep(reply.interval_ms / 1000)
 
     async def _produce(self, events: list[dict[str, Any]]) -> None:
         """Produce in delivery order; move resume points only when every one is acknowledged."""
@@ -268,13 +267,3 @@ def _describe_start(start: int) -> str:
     if start == REPLAY_ALL:
         return "every retained event (-2)"
     return f"after replayId {start}"
-
-
-async def _wait(stop: asyncio.Event, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
-    """Sleep up to `seconds`, returning early when `stop` is set."""
-    tasks = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(sleep(seconds))]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

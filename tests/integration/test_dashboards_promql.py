@@ -249,7 +249,7 @@ class GuardThread:
                 await feed_incident(guard)
                 self.missing = await wait_for_incident(guard)
                 self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-                async with salesforce_subscriber(guard, self.kind, self.subscriber_port, self._stop):
+                async with salesforce_subscriber(guard, self.kind, self.subscriber_port):
                     self.guard = guard
                     self.ready.set()
                     await self._stop.wait()
@@ -274,8 +274,7 @@ class GuardThread:
 
 
 @contextlib.asynccontextmanager
-async def salesforce_subscriber(guard: RunningGuard, kind: str, port: int, stop: asyncio.Event
-                                ) -> AsyncIterator[None]:
+async def salesforce_subscriber(guard: RunningGuard, kind: str, port: int) -> AsyncIterator[None]:
     """`crm-guard salesforce subscribe`'s parts (a local CometD server standing in for Salesforce)
     feeding the guard's raw topic, its metrics served on `port`: its panels and rules get series."""
     from prometheus_client import start_http_server
@@ -300,7 +299,7 @@ async def salesforce_subscriber(guard: RunningGuard, kind: str, port: int, stop:
             subscriber = SalesforceSubscriber(
                 CometdTransport(http, TokenSource(url, access_token=salesforce.token), "62.0"), producer,
                 guard.settings.topics.raw_salesforce, [CHANNEL], {}, replay_from=-2, metrics=metrics)
-            task = asyncio.ensure_future(subscriber.run(stop))
+            task = asyncio.ensure_future(subscriber.run())
             while subscriber.stats.produced < 3 and not task.done():
                 await asyncio.sleep(0.05)
             yield

@@ -209,7 +209,6 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
     topic = settings.topics.raw_salesforce
     producer = make_producer(settings, idempotent=kafka_kind == "apache")
     await producer.start()
-    stop = asyncio.Event()
     try:
         for i in range(6):
             sf.publish(CHANNEL, account_update(i))
@@ -226,7 +225,7 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
                 replay_from=-2,
                 metrics=metrics,
             )
-            task = asyncio.ensure_future(subscriber.run(stop))
+            task = asyncio.ensure_future(subscriber.run())
             await until(lambda: subscriber.stats.produced >= 6, timeout_s=30)
             sf.drop_clients()  # 403::Unknown client on the next poll: handshake again, resume
             for i in range(6, 10):
@@ -236,7 +235,6 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
             for i in range(10, 14):
                 sf.publish(CHANNEL, account_update(i))
             await until(lambda: subscriber.stats.produced >= 14, timeout_s=30)
-            stop.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await subscriber.close()
@@ -259,7 +257,6 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
         finally:
             await consumer.stop()
         assert resume == {CHANNEL: sf.replay_ids()[13]}
-        stop = asyncio.Event()
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             tokens = TokenSource(url, access_token=sf.token)
             metrics = SubscriberMetrics()
@@ -272,9 +269,8 @@ async def test_session_loss_expired_token_and_a_replay_id_no_longer_retained(
                 replay_from=-1,
                 metrics=metrics,
             )
-            task = asyncio.ensure_future(subscriber.run(stop))
+            task = asyncio.ensure_future(subscriber.run())
             await until(lambda: subscriber.stats.produced >= 4, timeout_s=30)
-            stop.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert subscriber.stats.resubscribed_all == [CHANNEL]
@@ -402,7 +398,6 @@ async def test_subscribed_events_reach_the_guard_and_pause_the_agent(
     url = await sf.start()
     producer = make_producer(settings, idempotent=kafka_kind == "apache")
     await producer.start()
-    stop = asyncio.Event()
     try:
         await asyncio.wait_for(runtime.ready.wait(), 60)
         for i in range(3):
@@ -416,14 +411,13 @@ async def test_subscribed_events_reach_the_guard_and_pause_the_agent(
                 {},
                 replay_from=-2,
             )
-            task = asyncio.ensure_future(subscriber.run(stop))
+            task = asyncio.ensure_future(subscriber.run())
 
             async def protected() -> list[dict[str, Any]]:
                 alerts = alert_values(await read_topic(kafka_bootstrap, settings.topics.alerts))
                 return [a for a in alerts if a.get("kind") == "protected_field"]
 
             await until(protected, timeout_s=60)
-            stop.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         alert = (await protected())[-1]
