@@ -21,6 +21,7 @@ from app.cli_types import port_number, positive_float
 from app.config import Settings, SettingsError, load_settings
 from app.policy_file import load_policy
 from app.policy_lint import lint_policy
+from app.runtime.record_process import RecordProcess, parent_stages, process_count, start_record_process
 from app.web.tls import server_ssl_context
 from app.web.users import UsersFileError, read_users
 
@@ -39,13 +40,17 @@ groups (Faust's own, the stages, delivery, review) joined after 30 s with Faust'
 with 6 s every group has joined ~3 s after start."""
 
 
-def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, EmbeddedBroker | None]:
+def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, EmbeddedBroker | None, int]:
+    """Settings, policy, the embedded broker when one was started, and how many processes to run."""
     settings = load_settings(file=args.config)
     if getattr(args, "stages", None):
         try:
             settings = settings.with_overrides(stages=args.stages)
         except ValidationError as exc:
             raise SettingsError(f"--stages {args.stages}: {exc.errors()[0]['msg']}") from exc
+    if getattr(args, "processes", None):
+        settings = settings.with_overrides(processes=args.processes)
+    processes = 1 if demo else process_count(settings.processes, list(settings.stages))
     if args.port is not None:
         settings = settings.with_overrides(web_port=args.port, public_url=f"http://127.0.0.1:{args.port}")
     policy_path = args.policy or settings.policy_file or (str(DEMO_DIR / "policy.yaml") if demo else None)
@@ -82,7 +87,7 @@ def _prepare(args: argparse.Namespace, demo: bool) -> tuple[Settings, Any, Embed
                                            session_timeout_ms=min(settings.session_timeout_ms, EMBEDDED_SESSION_TIMEOUT_MS),
                                            local_state=False)
         print(f"embedded broker (tansu) on {broker.bootstrap}", flush=True)
-    return settings, policy, broker
+    return settings, policy, broker, processes
 
 
 def _check_port_free(settings: Settings) -> None:
@@ -135,33 +140,63 @@ def _run_worker(args: argparse.Namespace, demo: bool) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings, policy, broker = _prepare(args, demo)
+        settings, policy, broker, processes = _prepare(args, demo)
     except BrokerUnreachable as exc:
         print(f"crm-guard {args.command}: {exc}", file=sys.stderr, flush=True)
         return 1
+    idempotent = broker is None and not args.no_idempotence
+    record_process: RecordProcess | None = None
+    failures: list[str] = []
     try:
+        if processes == 2:
+            record_process = start_record_process(
+                settings, lambda child: _run_record_child(child, policy, idempotent))
+            settings = parent_stages(settings)
         feed = None
         if demo:
             from app.demo_feed import DemoFeeder
 
             feed = DemoFeeder(settings, DEMO_DIR, speed=args.speed, exit_when_done=args.exit_when_done)
-        worker = build_worker(settings, policy, idempotent=broker is None and not args.no_idempotence,
-                              extra=[feed] if feed else [], printer=True)
+        worker = build_worker(settings, policy, idempotent=idempotent, extra=[feed] if feed else [],
+                              printer=True, peer_metrics=record_process.metrics_url if record_process else None)
         print(f"crm-guard worker: web and metrics on {settings.public_url} (Ctrl-C to stop)", flush=True)
-        broker_failure: list[str] = []
+        if record_process is not None:
+            print(f"crm-guard worker: the record stage runs in a second process (pid {record_process.pid}; "
+                  f"--processes 1 keeps one); its metrics are in {settings.public_url}/metrics", flush=True)
+            record_process.watch(lambda how, clean: _record_process_exited(how, clean, args.command, failures))
         if broker is not None:
-            broker.watch(lambda reason: _broker_failed(reason, args.command, broker_failure))
+            broker.watch(lambda reason: _broker_failed(reason, args.command, failures))
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 0
-            if (feed is not None and feed.failed) or broker_failure:
+            if (feed is not None and feed.failed) or failures:
                 return 1
             return code
-        return 1 if broker_failure else 0
+        return 1 if failures else 0
     finally:
+        if record_process is not None:
+            record_process.stop()
         if broker is not None:
             broker.stop()
+
+
+def _run_record_child(settings: Settings, policy: Any, idempotent: bool) -> int:
+    """The forked record process (app/runtime/record_process.py): a worker of the record stage."""
+    from app.runtime.assembly import build_worker
+
+    worker = build_worker(settings, policy, idempotent=idempotent)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _record_process_exited(how: str, clean: bool, command: str, failures: list[str]) -> None:
+    """The record process stopped while this one runs: the worker is not whole, so it stops too."""
+    if not clean:
+        failures.append(how)
+    print(f"crm-guard {command}: the record-stage process {how}; this worker stops too (run it again)",
+          file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _broker_failed(reason: str, command: str, failures: list[str]) -> None:
@@ -186,6 +221,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_common(run)
     run.add_argument("--stages", metavar="LIST",
                      help="comma-separated stages this worker runs (default: ingest,record,link,actor)")
+    run.add_argument("--processes", choices=["auto", "1", "2"],
+                     help="2: the record stage in a second process; auto (default): 2 on two cores or more")
     run.set_defaults(func=lambda a: _run_worker(a, demo=False))
     demo = sub.add_parser("demo", help="the guard on the embedded broker, replaying the demo incident live")
     _add_common(demo)

@@ -87,6 +87,10 @@ class Settings(BaseModel):
     """The stages this worker runs (`ingest,record` in the environment). Each stage is its own
     consumer group, so workers running different stages split the work by stage, and workers
     running the same stage split its partitions."""
+    processes: Literal["auto", 1, 2] = "auto"
+    """`crm-guard run`: 2 runs the record stage, about half of an event's CPU, in a second process
+    (app/runtime/record_process.py); `auto` does so on a machine with two cores or more when the
+    worker runs every stage; 1 keeps one process."""
     session_timeout_ms: int = Field(default=10_000, ge=3_000)
     """Consumer-group session (and rebalance) timeout of every group consumer, Faust's included.
     A broker holds a new group's first JoinGroup to let more members come (tansu: half this
@@ -145,6 +149,13 @@ class Settings(BaseModel):
                 if not isinstance(channel, str) or not channel.startswith("/data/") or " " in channel:
                     raise ValueError(f"{str(channel)[:80]!r} is not a Change Data Capture channel "
                                      "(/data/ChangeEvents, /data/AccountChangeEvent, /data/Name__chn)")
+        return value
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _process_count(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
         return value
 
     @field_validator("stages", mode="before")

@@ -80,6 +80,9 @@ _DUMP_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 _GC_EVERY = 50_000
 
 
+TIMELINE_BUFFER_BYTES = 1 << 20
+
+
 class _Outputs:
     """The output files, written as the replay goes (alerts at the end: their final versions)."""
 
@@ -89,7 +92,9 @@ class _Outputs:
         self.pauses = open(out_dir / "pauses.jsonl", "wb")  # noqa: SIM115
         self.overrides = open(out_dir / "overrides.jsonl", "wb")  # noqa: SIM115
         self.deadletter = open(out_dir / "deadletter.jsonl", "wb")  # noqa: SIM115
-        self.timeline = open(out_dir / "timeline.jsonl", "wb")  # noqa: SIM115
+        # ~850 bytes of rows per event: with a 1 MiB buffer instead of the default 8 KiB, writing
+        # 850 MB in rows of 300 bytes took 0.67 s instead of 1.3 s (timed alone).
+        self.timeline = open(out_dir / "timeline.jsonl", "wb", buffering=TIMELINE_BUFFER_BYTES)  # noqa: SIM115
 
     def close(self) -> None:
         for handle in (self.pauses, self.overrides, self.deadletter, self.timeline):

@@ -127,7 +127,7 @@ class EmbeddedBroker:
 _PR_SET_PDEATHSIG = 1
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """A function for the child, before exec: SIGTERM when the process that started it dies.
     prctl is looked up here, in the parent: the child between fork and exec makes one call."""
     try:
@@ -155,7 +155,7 @@ def start_embedded(port: int | None = None, log_path: str | None = None, timeout
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - one prctl call, resolved in the parent
+        preexec_fn=parent_death_signal(),  # noqa: PLW1509 - one prctl call, resolved in the parent
     )
     if not wait_for_port("127.0.0.1", port, timeout_s):
         process.kill()

@@ -230,16 +230,25 @@ def load_or_create_signing_key(state_dir: str | os.PathLike[str]) -> SigningKey:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process won the race: use its key
-            return load_or_create_signing_key(state_dir)
+        # Written whole under a temporary name, then linked into place (fails if the name exists):
+        # another process starting on the same state directory (a worker's record process) never
+        # reads a key file half written.
+        temporary = directory / f".{LOCAL_KEY_FILE}.{os.getpid()}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another process won the race: use its key
+            return load_or_create_signing_key(state_dir)
+        finally:
+            temporary.unlink()
     key_id = f"local-{fingerprint(key.public_key())}"
     pub = directory / f"{key_id}.pub"
     if not pub.exists():
-        pub.write_text(public_key_pem(key.public_key()))
+        temporary = directory / f".{key_id}.pub.{os.getpid()}"
+        temporary.write_text(public_key_pem(key.public_key()))
+        os.replace(temporary, pub)  # the same content whoever writes it; never seen half written
     return SigningKey(key_id, key, origin=str(path))
 
 

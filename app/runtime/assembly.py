@@ -12,7 +12,7 @@ from app.config import Settings
 from app.metrics import GuardMetrics
 from app.runtime.console import ConsolePrinter
 from app.review.consumer import ReviewServices
-from app.review.service import ReviewService
+from app.review.service import UNKNOWN, ReviewService
 from app.pause.keys import signing_key_from_settings
 from app.pause.publisher import PauseEncoder
 from app.runtime.model_checkpoints import MODEL_PURPOSE
@@ -55,9 +55,18 @@ def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
                          "runtime": runtime, "review": None, "timeline": None}
     timeline = TimelineStore()
     holder: dict[str, GuardRuntime] = {}
+
+    def current_value(record_key: str, field: str) -> Any:
+        """The record state's value when this process holds the record, else the timeline's."""
+        value = holder["runtime"].current_value(record_key, field)
+        if value is UNKNOWN:
+            known, held = timeline.last_value(record_key, field)
+            return held if known else UNKNOWN
+        return value
+
     review = ReviewService(
         settings, policy, registry=metrics.registry, trust_gauge=metrics.trust, idempotent=idempotent,
-        current_value=lambda record_key, field: holder["runtime"].current_value(record_key, field),
+        current_value=current_value,
         velocity_counts=lambda agent, at_ms: holder["runtime"].velocity_counts(agent, at_ms),
         paused_reason=lambda agent: paused_reason(board, agent),
         publish_override_feedback=False,  # the actor stage publishes override feedback durably
@@ -78,9 +87,12 @@ def build_runtime(settings: Settings, policy: Policy, *, idempotent: bool,
 
 
 def build_worker(settings: Settings, policy: Policy, *, idempotent: bool, extra: list[Service] | None = None,
-                 printer: bool = False) -> faust.Worker:
-    """A Faust worker ready for execute_from_commandline()."""
+                 printer: bool = False, peer_metrics: str | None = None) -> faust.Worker:
+    """A Faust worker ready for execute_from_commandline(); `peer_metrics`: the /metrics URL of the
+    worker's record process, merged into this one's (app/runtime/record_process.py)."""
     runtime, shared = build_runtime(settings, policy, idempotent=idempotent, extra=extra)
+    if peer_metrics:
+        shared["peer_metrics"] = peer_metrics
     if printer:
         ConsolePrinter(shared["board"]).attach()
     web = WebServer(shared)

@@ -337,6 +337,17 @@ class TimelineStore:
         rec = self._records.get(record_key)
         return list(rec.entries) if rec else []
 
+    def last_value(self, record_key: str, field: str) -> tuple[bool, JsonValue]:
+        """The newest value the timeline holds for one field of a record: (True, value), or
+        (False, None) when it holds none (never seen, or past retention). The review queue's
+        "current value" where the record state lives in another process."""
+        rec = self._records.get(record_key)
+        if rec is not None:
+            for entry in reversed(rec.entries):
+                if entry.field == field:
+                    return True, entry.new
+        return False, None
+
     def agent_records(self, agent: str) -> list[str]:
         """Records the agent changed, most recently changed last."""
         return list(self._agents.get(agent, ()))

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 
+import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.metrics_merge import merge_expositions
 from app.web.auth import decided_by, whoami
-from app.web.keys import BOARD, METRICS, POLICY, RUNTIME, SETTINGS
+from app.web.keys import BOARD, METRICS, PEER_METRICS, POLICY, RUNTIME, SETTINGS
+
+PEER_SCRAPE_TIMEOUT_S = 2.0
+"""How long /metrics waits for the record process's metrics before it reports the worker down."""
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -20,7 +25,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
+    peer_url = request.app.get(PEER_METRICS)
+    if peer_url:  # a worker of two processes: the record process's series too (app/metrics_merge.py)
+        body = merge_expositions(body.decode(), await _scrape(peer_url))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _scrape(url: str) -> str | None:
+    """The text exposition at url, or None when it does not answer in time."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=PEER_SCRAPE_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+            if response.status != 200:
+                return None
+            return await response.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
 
 
 MAX_ALERTS = 2000

@@ -18,10 +18,11 @@ SHOW_PII = web.AppKey("show_pii", bool)  # optional override of settings.show_pi
 ALERTS = web.AppKey("alerts", Any)  # optional: alert dicts, or a callable returning them
 TRUST = web.AppKey("trust", Any)  # optional: {agent: {tier: value}} or a callable(agent)
 USERS = web.AppKey("users", Any)  # app.web.users.UsersFile when settings.api_users_file is set
+PEER_METRICS = web.AppKey("peer_metrics", Any)  # optional: the record process's /metrics URL (str)
 
 BY_NAME: dict[str, web.AppKey[Any]] = {
     "settings": SETTINGS, "policy": POLICY, "metrics": METRICS, "board": BOARD, "runtime": RUNTIME,
     "review": REVIEW, "timeline": TIMELINE, "show_pii": SHOW_PII, "alerts": ALERTS, "trust": TRUST,
-    "users": USERS,
+    "users": USERS, "peer_metrics": PEER_METRICS,
 }
 """Shared-object name -> its key."""

@@ -4,6 +4,7 @@ and no incident is opened twice."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,16 @@ def start_worker(env: dict[str, str], log: Path, kafka_kind: str) -> subprocess.
                             cwd=str(Path(__file__).resolve().parents[2]))
 
 
+def kill_record_process(log: Path) -> None:
+    """SIGKILL the worker's record-stage process (its pid is in the worker's log), if it runs."""
+    found = re.findall(rb"record stage runs in a second process \(pid (\d+)", log.read_bytes())
+    if found:
+        try:
+            os.kill(int(found[-1]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 async def distinct_events(bootstrap: str, topic: str) -> set[str]:
     ids = set()
     for record in await read_topic(bootstrap, topic, timeout_s=5):
@@ -104,6 +115,9 @@ async def test_sigkill_mid_stream_loses_nothing_and_opens_no_incident_twice(
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+        # Both processes die at once, as in a machine crash: the record process would otherwise get
+        # SIGTERM from the kernel (parent-death signal) and stop cleanly.
+        kill_record_process(log)
     seen_before = len(await distinct_events(kafka_bootstrap, topics.timeline))
     assert seen_before < total, "the worker finished before it was killed: nothing was tested"
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from app.cli import build_parser
 from app.config import Settings, load_settings
 from app.policy_file import load_policy, parse_policy
 
@@ -322,3 +323,40 @@ def test_k8s_deployment_service_and_monitoring_fit_together() -> None:
     pdb = docs[("PodDisruptionBudget", "crm-guard")]
     assert _matches(pdb["spec"]["selector"]["matchLabels"], pod_labels)
     assert docs[("PrometheusRule", "crm-guard")]["spec"] == load(RULES), "PrometheusRule differs from the rules file"
+
+
+def test_k8s_salesforce_subscriber_runs_one_subscriber_scraped_as_the_rules_expect() -> None:
+    docs = k8s_docs()
+    deployment = docs[("Deployment", "crm-guard-salesforce")]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"  # never two subscribers at once
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert _matches(spec["selector"]["matchLabels"], pod_labels)
+    assert not _matches(docs[("Service", "crm-guard")]["spec"]["selector"], pod_labels)  # no API traffic to it
+    [container] = spec["template"]["spec"]["containers"]
+    # the arguments are a command line the CLI takes, and its metrics port is the container's
+    parser = build_parser()
+    args = parser.parse_args(container["args"])
+    assert (args.command, args.action) == ("salesforce", "subscribe")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": args.metrics_port}
+    assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
+    env = dict(docs[("ConfigMap", "crm-guard-settings")]["data"])
+    env.update({item["name"]: item["value"] for item in container["env"]})
+    settings = settings_env(env)
+    assert settings.web_host == "0.0.0.0"  # where the metrics server listens
+    assert settings.salesforce_instance_url.startswith("https://") and settings.salesforce_channels
+    assert {source.get("secretRef", {}).get("name") for source in container["envFrom"]} >= {"crm-guard-secrets"}
+    secret_keys = docs[("Secret", "crm-guard-secrets")]["stringData"]
+    assert "CRM_GUARD_SALESFORCE_CLIENT_ID" in secret_keys and "CRM_GUARD_SALESFORCE_CLIENT_SECRET" in secret_keys
+    service = docs[("Service", "crm-guard-salesforce")]
+    assert _matches(service["spec"]["selector"], pod_labels)
+    [svc_port] = service["spec"]["ports"]
+    assert svc_port["targetPort"] == "metrics" and svc_port["port"] == args.metrics_port
+    monitor = docs[("ServiceMonitor", "crm-guard-salesforce")]
+    assert _matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    # the job label a ServiceMonitor gives is the Service's name: the one the rules read
+    assert 'job="crm-guard-salesforce"' in RULES.read_text()
+    kustomization = load(K8S / "kustomization.yaml")
+    assert "salesforce-subscriber.yaml" not in kustomization["resources"]  # only where an org is guarded

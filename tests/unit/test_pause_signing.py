@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -157,6 +161,35 @@ def test_local_key_is_created_once_and_reused(tmp_path: Path) -> None:
     assert first.public_b64() == second.public_b64()
     trusted = load_public_keys(tmp_path / "pause-keys")
     assert public_key_b64(trusted[first.key_id]) == first.public_b64()
+
+
+def _key_id_in_child(state_dir: Path, write: "multiprocessing.connection.Connection") -> None:
+    real_fdopen = os.fdopen
+
+    def slow_fdopen(*args: Any, **kwargs: Any) -> Any:  # a slow disk: the key's bytes land late
+        time.sleep(0.3)
+        return real_fdopen(*args, **kwargs)
+
+    os.fdopen = slow_fdopen  # this child's own module state: the test process is untouched
+    write.send(load_or_create_signing_key(state_dir).key_id)
+
+
+def test_processes_starting_together_on_one_state_dir_share_one_local_key(tmp_path: Path) -> None:
+    """A worker and its record process start at the same instant on a fresh state directory: the
+    key file used to be created empty and then written, and the other process read 0 bytes."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(2):
+        state = tmp_path / f"state-{attempt}"
+        pipes = [context.Pipe(duplex=False) for _ in range(6)]
+        children = [context.Process(target=_key_id_in_child, args=(state, send)) for _, send in pipes]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(10)
+            assert child.exitcode == 0, "a process could not read the key the other was writing"
+        ids = {receive.recv() for receive, _ in pipes}
+        assert len(ids) == 1
+        assert sorted(p.name for p in (state / "pause-keys").iterdir()) == sorted(["local.key", f"{ids.pop()}.pub"])
 
 
 def test_signing_key_from_settings_precedence(tmp_path: Path) -> None:

@@ -73,6 +73,19 @@ def test_append_keeps_time_order_and_is_idempotent():
     assert len(store) == 2
 
 
+def test_last_value_is_the_newest_in_event_time_whatever_the_arrival_order():
+    """The review queue's current value where the record state is in another process."""
+    store = TimelineStore()
+    store.append(entry(field="city", new="Oslo", at=H, by="user-1", kind="human"))
+    store.append(entry(field="city", new="Bergen", at=3 * H))
+    store.append(entry(field="city", new="Tromso", at=2 * H, by="user-2", kind="human"))  # late
+    store.append(entry(field="phone", new=None, at=4 * H))  # blanked: known, and empty
+    assert store.last_value(REC, "city") == (True, "Bergen")
+    assert store.last_value(REC, "phone") == (True, None)
+    assert store.last_value(REC, "jobtitle") == (False, None)
+    assert store.last_value("hubspot/contact/2", "city") == (False, None)
+
+
 def test_agent_index_spans_records_and_agent_timeline_includes_humans_on_those_records():
     store = TimelineStore()
     store.append(entry("1", "utm_source", "enriched", at=H))
