@@ -396,8 +396,10 @@ class ReviewService:
             update = self.model.record(self.store.trust, self.policy, agent, tier, "override", at, outcome_id)
             if not update.applied:
                 return None
-            await self._save_trust(agent, lambda state: self.model.record(
+            merged = await self._save_trust(agent, lambda state: self.model.record(
                 state, self.policy, agent, tier, "override", at, outcome_id))
+            if merged is not None:  # merged into another worker's trust write: its moves count
+                update = merged
             message = {
                 "type": "override", "agent": agent, "record_key": record_key, "field": field,
                 "agent_value": details.get("agent_value"), "human_value": details.get("human_value"),
@@ -560,7 +562,7 @@ class ReviewService:
             await self._save(held)
         return held
 
-    async def _save_trust(self, agent: str, redo: Callable[[dict[str, Any]], Any] | None = None) -> None:
+    async def _save_trust(self, agent: str, redo: Callable[[dict[str, Any]], Any] | None = None) -> Any:
         """Write the agent's trust state, which `redo` (the update just applied to it) changed.
 
         Another worker may have moved the same agent's trust from the same earlier state at the
@@ -568,10 +570,15 @@ class ReviewService:
         the other's outcome. So after writing, wait until the follower has read past the write;
         if another worker's trust message for the agent landed between the state this one was
         computed from and this write, apply `redo` to that state (the trust model skips an
-        outcome it already holds) and write the result, up to TRUST_MERGE_ROUNDS times."""
+        outcome it already holds) and write the result, up to TRUST_MERGE_ROUNDS times.
+
+        Returns what the last `redo` returned when the update was merged (its trust and level
+        moves are those of the state that was kept: publish those, not the first ones), else None.
+        """
         assert self.log is not None, "ReviewService.start() was not awaited"
         state = self.store.trust[agent]
         base = self.store.offsets.get(encode_trust(agent, None)[0], -1)
+        redone: Any = None
         for _ in range(TRUST_MERGE_ROUNDS):
             key, value = encode_trust(agent, state)
             partition, offset = await self.log.write_record(key, value)
@@ -580,14 +587,15 @@ class ReviewService:
                 # worker's older trust message while we waited for the broker
                 self.store.trust[agent] = state
             if redo is None or not await self.log.followed_past(partition, offset, DECISION_CONFIRM_S):
-                return
+                return redone
             others = self.store.trust_written_between(agent, base, offset)
             if not others:
-                return
+                return redone
             merged = {agent: copy.deepcopy(others[-1])}
-            redo(merged)
+            redone = redo(merged)
             log.info("review: trust of %s was written elsewhere meanwhile; merged this update into it", agent)
             state, base = merged[agent], offset
+        return redone
 
     async def _send(self, topic: str, key: str, message: Mapping[str, Any]) -> None:
         assert self.producer is not None
@@ -609,8 +617,10 @@ class ReviewService:
             trust = update.trust
             events = update.events
             if update.applied:
-                await self._save_trust(agent, lambda state: self.model.record(
+                merged = await self._save_trust(agent, lambda state: self.model.record(
                     state, self.policy, agent, tier, outcome, at, outcome_id))  # type: ignore[arg-type]
+                if merged is not None:  # merged into another worker's trust write: its moves count
+                    trust, events = merged.trust, merged.events
         if record.via in ("human", "expiry") or status is ReviewStatus.REJECTED:
             if trust is None and record.tier is not None:
                 trust = self.model.trust(self.store.trust, agent, record.tier, record.decided_at)

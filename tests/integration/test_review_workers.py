@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from app.config import Settings
 from app.review.service import AlreadyDecided, ReviewService
 from tests.e2e.review_support import POLICY, create_topics, current_value, make_settings, proposal
+from tests.integration.helpers_stream import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -161,3 +162,33 @@ async def test_trust_moved_on_two_workers_at_the_same_instant_keeps_both_outcome
         await until(lambda: counts(a) == counts(b) == expected)
     async with review_workers(settings, 1) as (c,):
         assert counts(c) == expected
+
+
+async def test_a_level_move_made_on_two_workers_at_once_is_published_once(
+        kafka_bootstrap: str, unique: str) -> None:
+    """Two rejections in a row, then a third on each worker at the same instant: each worker sees
+    the third consecutive failure and demotes the agent. The write that lands second is merged
+    into the first (which already demoted and reset the streak), so its own demotion never
+    happened: guard.feedback carries one demotion, not two, and the level is observe."""
+    settings = make_settings(kafka_bootstrap, unique)
+    await create_topics(settings)
+    async with review_workers(settings, 2) as (a, b):
+        for n in range(1, 5):
+            await a.submit(proposal(f"p-40{n}", f"40{n}", {"jobtitle": f"Head {n}"}))
+        await until(lambda: all(status(b, f"p-40{n}") == "pending" for n in range(1, 5)))
+        await a.reject("p-401", "ann", "wrong", "wrong_value")
+        await a.reject("p-402", "ann", "wrong", "wrong_value")
+
+        def rejected(service: ReviewService) -> int:
+            tiers = service.trust_snapshot("enricher")["tiers"]
+            return tiers["low"]["counts"].get("rejected", 0)
+
+        await until(lambda: rejected(b) == 2)
+        await asyncio.gather(a.reject("p-403", "ann", "wrong", "wrong_value"),
+                             b.reject("p-404", "bob", "wrong", "wrong_value"))
+        await until(lambda: rejected(a) == rejected(b) == 4)
+        for service in (a, b):
+            assert service.trust_snapshot("enricher")["tiers"]["low"]["level"] == "observe"
+    feedback = [orjson.loads(r.value) for r in await read_topic(settings.bootstrap_servers, settings.topics.feedback)]
+    moves = [m for m in feedback if m.get("type") == "autonomy" and m.get("tier") == "low"]
+    assert [(m["kind"], m["from"], m["to"]) for m in moves] == [("demotion", "propose", "observe")], moves
