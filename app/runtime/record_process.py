@@ -44,16 +44,23 @@ def process_count(setting: str | int, stages: list[str], cpus: int | None = None
         return 2 if cpus >= 2 and set(stages) == set(STAGES) else 1
     count = int(setting)
     if count == 2 and ("record" not in stages or len(stages) < 2):
-        raise SettingsError("processes 2 runs the record stage in a second process: the worker's stages must "
-                            "include record and at least one other (see --stages)")
+        raise SettingsError(
+            "processes 2 runs the record stage in a second process: the worker's stages must "
+            "include record and at least one other (see --stages)"
+        )
     return count
 
 
 def child_settings(settings: Settings, port: int) -> Settings:
     """The child's settings: the record stage only, its web server (for /metrics) on loopback."""
     return settings.with_overrides(
-        stages=["record"], web_host="127.0.0.1", web_port=port, public_url=f"http://127.0.0.1:{port}",
-        web_tls_certfile=None, web_tls_keyfile=None, web_tls_client_cafile=None,
+        stages=["record"],
+        web_host="127.0.0.1",
+        web_port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        web_tls_certfile=None,
+        web_tls_keyfile=None,
+        web_tls_client_cafile=None,
     )
 
 
@@ -143,4 +150,3 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-

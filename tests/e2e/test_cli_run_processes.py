@@ -39,11 +39,15 @@ def worker_env(bootstrap: str, unique: str, tmp_path: Path) -> dict[str, str]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY_YAML)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_GUARD_")}
-    env.update({
-        "CRM_GUARD_BOOTSTRAP_SERVERS": bootstrap, "CRM_GUARD_GROUP_ID": f"procs-{unique}",
-        "CRM_GUARD_PARTITIONS": "3", "CRM_GUARD_POLICY_FILE": str(policy),
-        "CRM_GUARD_STATE_DIR": str(tmp_path / "state"),
-    })
+    env.update(
+        {
+            "CRM_GUARD_BOOTSTRAP_SERVERS": bootstrap,
+            "CRM_GUARD_GROUP_ID": f"procs-{unique}",
+            "CRM_GUARD_PARTITIONS": "3",
+            "CRM_GUARD_POLICY_FILE": str(policy),
+            "CRM_GUARD_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
     for name, value in Topics().model_dump().items():
         env[f"CRM_GUARD_TOPIC_{name.upper()}"] = f"{value}.{unique}"
     return env
@@ -53,8 +57,13 @@ def start(env: dict[str, str], log: Path, port: int, kafka_kind: str, *extra: st
     args = [sys.executable, "-m", "app.cli", "run", "--port", str(port), *extra]
     if kafka_kind != "apache":
         args.append("--no-idempotence")
-    return subprocess.Popen(args, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: S603, SIM115
-                            cwd=str(ROOT))
+    return subprocess.Popen(  # noqa: S603 - our own CLI
+        args,
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115 - the child keeps it open
+        stderr=subprocess.STDOUT,
+        cwd=str(ROOT),
+    )
 
 
 def record_pid(log: Path, timeout_s: float = 60) -> int:
@@ -73,12 +82,18 @@ def alive(pid: int) -> bool:
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_two_processes_are_one_worker_events_alerts_and_one_metrics_endpoint(
-    kafka_bootstrap: str, unique: str, kafka_kind: str, tmp_path: Path,
+    kafka_bootstrap: str,
+    unique: str,
+    kafka_kind: str,
+    tmp_path: Path,
 ) -> None:
     env = worker_env(kafka_bootstrap, unique, tmp_path)
     log, port = tmp_path / "worker.log", free_port()
@@ -89,8 +104,12 @@ async def test_two_processes_are_one_worker_events_alerts_and_one_metrics_endpoi
         assert b"run" in Path(f"/proc/{child}/cmdline").read_bytes()
         # an agent writes a denied field on three records, humans edit others
         batch = [hubspot_change(i, 500 + i, "utm_source", "enriched", T0 + i * 1000) for i in range(1, 4)]
-        batch += [hubspot_change(10 + i, 600 + i, "phone", "1", T0 + i * 1000,
-                                 source="CRM_UI", source_id="userId:7") for i in range(1, 4)]
+        batch += [
+            hubspot_change(
+                10 + i, 600 + i, "phone", "1", T0 + i * 1000, source="CRM_UI", source_id="userId:7"
+            )
+            for i in range(1, 4)
+        ]
         await produce(kafka_bootstrap, f"crm.raw.hubspot.{unique}", [orjson.dumps(batch)])
 
         async def alerted() -> list[dict]:
@@ -131,7 +150,10 @@ async def test_two_processes_are_one_worker_events_alerts_and_one_metrics_endpoi
 
 
 async def test_the_record_process_stops_with_the_worker_whichever_way_it_stops(
-    kafka_bootstrap: str, unique: str, kafka_kind: str, tmp_path: Path,
+    kafka_bootstrap: str,
+    unique: str,
+    kafka_kind: str,
+    tmp_path: Path,
 ) -> None:
     env = worker_env(kafka_bootstrap, unique, tmp_path)
     log = tmp_path / "worker.log"
@@ -170,15 +192,33 @@ def test_processes_1_runs_one_process_and_2_needs_the_record_stage(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_GUARD_")}
     env["CRM_GUARD_STATE_DIR"] = str(tmp_path / "state")
     done = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "app.cli", "run", "--port", "0", "--processes", "2",
-         "--stages", "ingest,actor"],
-        env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "run",
+            "--port",
+            "0",
+            "--processes",
+            "2",
+            "--stages",
+            "ingest,actor",
+        ],
+        env=env,
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "processes 2 runs the record stage in a second process" in done.stderr
     assert "embedded broker" not in done.stdout  # refused before anything started
     done = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "app.cli", "run", "--port", "0", "--processes", "3"],
-        env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=120,
+        env=env,
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2 and "--processes: invalid choice: '3'" in done.stderr, done.stderr

@@ -10,8 +10,11 @@ from app.metrics_merge import merge_expositions
 
 
 def values(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text.decode()) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
 
 
 def two_processes() -> tuple[GuardMetrics, GuardMetrics]:
@@ -30,8 +33,9 @@ def two_processes() -> tuple[GuardMetrics, GuardMetrics]:
 
 def test_series_of_either_process_are_kept_and_shared_ones_added() -> None:
     parent, child = two_processes()
-    merged = values(merge_expositions(generate_latest(parent.registry).decode(),
-                                      generate_latest(child.registry).decode()))
+    merged = values(
+        merge_expositions(generate_latest(parent.registry).decode(), generate_latest(child.registry).decode())
+    )
     assert merged[("crm_guard_events_total", (("outcome", "ok"), ("source", "hubspot")))] == 7
     assert merged[("crm_guard_state_entries", (("store", "record_state"),))] == 1200
     assert merged[("crm_guard_processed_batch_seconds_count", (("stage", "record"),))] == 1
@@ -45,9 +49,11 @@ def test_series_of_either_process_are_kept_and_shared_ones_added() -> None:
 
 
 def test_created_keeps_the_earlier_time_and_up_needs_both() -> None:
-    own = ("# HELP crm_guard_up x\n# TYPE crm_guard_up gauge\ncrm_guard_up 1.0\n"
-           "# HELP crm_guard_pauses_total x\n# TYPE crm_guard_pauses_total counter\n"
-           'crm_guard_pauses_total{agent="a"} 2.0\ncrm_guard_pauses_created{agent="a"} 200.0\n')
+    own = (
+        "# HELP crm_guard_up x\n# TYPE crm_guard_up gauge\ncrm_guard_up 1.0\n"
+        "# HELP crm_guard_pauses_total x\n# TYPE crm_guard_pauses_total counter\n"
+        'crm_guard_pauses_total{agent="a"} 2.0\ncrm_guard_pauses_created{agent="a"} 200.0\n'
+    )
     peer = own.replace("crm_guard_up 1.0", "crm_guard_up 0.0").replace("200.0", "100.0")
     merged = values(merge_expositions(own, peer))
     assert merged[("crm_guard_up", ())] == 0

@@ -42,12 +42,22 @@ def test_processes_from_the_environment() -> None:
 
 
 def test_the_child_runs_the_record_stage_on_loopback_and_the_parent_the_rest() -> None:
-    settings = Settings(web_host="0.0.0.0", web_port=8443, public_url="https://guard.example.com",  # noqa: S104
-                        web_tls_certfile="/etc/guard/cert.pem", web_tls_keyfile="/etc/guard/key.pem",
-                        bootstrap_servers="kafka:9092", group_id="g")
+    settings = Settings(
+        web_host="0.0.0.0",  # noqa: S104 - a setting, nothing is bound
+        web_port=8443,
+        public_url="https://guard.example.com",
+        web_tls_certfile="/etc/guard/cert.pem",
+        web_tls_keyfile="/etc/guard/key.pem",
+        bootstrap_servers="kafka:9092",
+        group_id="g",
+    )
     child = child_settings(settings, 41234)
     assert child.stages == ["record"]
-    assert (child.web_host, child.web_port, child.public_url) == ("127.0.0.1", 41234, "http://127.0.0.1:41234")
+    assert (child.web_host, child.web_port, child.public_url) == (
+        "127.0.0.1",
+        41234,
+        "http://127.0.0.1:41234",
+    )
     assert child.web_tls_certfile is None and child.web_tls_keyfile is None
     assert (child.bootstrap_servers, child.group_id) == ("kafka:9092", "g")  # the same worker otherwise
     parent = parent_stages(settings)
@@ -73,15 +83,25 @@ def test_the_parent_shows_current_values_from_the_timeline_when_the_record_state
 ) -> None:
     """The review queue's "current value" of a field: the record state lives in the record
     process, so the parent answers from its timeline (built, not started: no broker needed)."""
-    settings = Settings(bootstrap_servers="127.0.0.1:9", stages=["ingest", "link", "actor"],
-                        state_dir=str(tmp_path))
+    settings = Settings(
+        bootstrap_servers="127.0.0.1:9", stages=["ingest", "link", "actor"], state_dir=str(tmp_path)
+    )
     _, shared = build_runtime(settings, parse_policy("{}", "test"), idempotent=False)
     current = shared["review"].current_value
     assert current("hubspot/contact/1", "city") is UNKNOWN
-    shared["timeline"].append({
-        "event_id": "e1", "record_key": "hubspot/contact/1", "source": "hubspot", "object_type": "contact",
-        "record_id": "1", "occurred_at": 1_767_225_600_000, "field": "city", "new": "Oslo",
-        "actor_id": "user-1", "actor_kind": "human",
-    })
+    shared["timeline"].append(
+        {
+            "event_id": "e1",
+            "record_key": "hubspot/contact/1",
+            "source": "hubspot",
+            "object_type": "contact",
+            "record_id": "1",
+            "occurred_at": 1_767_225_600_000,
+            "field": "city",
+            "new": "Oslo",
+            "actor_id": "user-1",
+            "actor_kind": "human",
+        }
+    )
     assert current("hubspot/contact/1", "city") == "Oslo"
     assert current("hubspot/contact/1", "phone") is UNKNOWN
