@@ -98,6 +98,8 @@ def detect_source(payload: Any) -> str:
     for name, looks_like in _OBJECT_SHAPES:
         if looks_like(payload):
             return name
+    if hubspot.is_journal_page(payload):
+        raise hubspot.journal_page_error()
     raise AdapterError("unknown_shape", "payload matches no known vendor format")
 
 

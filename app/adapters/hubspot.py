@@ -156,9 +156,30 @@ def looks_like(payload: Any) -> bool:
     )
 
 
+def is_journal_page(payload: Any) -> bool:
+    """A page of HubSpot's webhooks journal (API 2026-03: `{offset, journalEvents, publishedAt}`,
+    fetched from the pre-signed URL the journal endpoints return), not a webhook delivery."""
+    return isinstance(payload, dict) and isinstance(payload.get("journalEvents"), list) and "offset" in payload
+
+
+def journal_page_error() -> AdapterError:
+    """Journal pages are refused with a reason that says what to send instead. Their events, as
+    published so far (no official schema; SDKs and community clients), hold `action`,
+    `objectTypeId`, `objectId` and a `propertyChanges` map but no changeSource or sourceId: the
+    guard could not tell an agent's change from a person's, which is the point of reading them."""
+    return AdapterError(
+        "unsupported_format:hubspot_journal",
+        "a HubSpot webhooks-journal page (offset, journalEvents) is not read: its events name no "
+        "changeSource or sourceId to attribute a change by. Send HubSpot's webhook deliveries "
+        "(/webhooks/hubspot), or fetch property history with `crm-guard history hubspot`",
+    )
+
+
 def normalize(payload: Any) -> tuple[list[ChangeEvent], list[AdapterError]]:
     """A batch (or a single notification) to events; bad elements become errors, not exceptions."""
     if isinstance(payload, dict):
+        if is_journal_page(payload):
+            raise journal_page_error()
         return [normalize_one(payload)], []
     if not isinstance(payload, list):
         raise AdapterError("unknown_shape", "a HubSpot delivery is a JSON array of notifications")

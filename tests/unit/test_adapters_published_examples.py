@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from app.adapters import normalize_with_errors
+from app.adapters.errors import AdapterError
 from detectors.events import ActorKind, ChangeEvent, is_blank
 
 
@@ -109,3 +112,25 @@ def test_hubspot_conversations_inbox_events_are_not_crm_changes() -> None:
     assert [(e.index, e.reason) for e in errors] == [(0, "unknown_subscription_type"),
                                                      (1, "unknown_subscription_type"),
                                                      (2, "unknown_subscription_type")]
+
+
+def test_a_hubspot_webhooks_journal_page_is_refused_with_what_to_send_instead() -> None:
+    # The page at the journal's pre-signed URL (API 2026-03), in the shape usertour/usertour's
+    # hubspot-journal-api.ts says it verified against the live API: {offset, journalEvents, publishedAt}.
+    page = {
+        "offset": "550e8400-e29b-41d4-a716-446655440000",
+        "journalEvents": [{"type": "crmObject", "portalId": 62515, "occurredAt": "2026-03-02T09:59:58.120Z",
+                           "action": "UPDATE", "objectTypeId": "0-1", "objectId": 101,
+                           "propertyChanges": {"utm_source": "enriched"}}],
+        "publishedAt": "2026-03-02T10:00:00Z",
+    }
+    for source in ("auto", "hubspot"):
+        with pytest.raises(AdapterError) as raised:
+            normalize_with_errors(page, source)
+        assert raised.value.reason == "unsupported_format:hubspot_journal"
+        assert "changeSource" in raised.value.message and "/webhooks/hubspot" in raised.value.message
+    # a HubSpot notification that merely has an `offset` property is still a notification
+    note = {"eventId": 1, "subscriptionId": 2, "portalId": 62515, "appId": 4242, "occurredAt": 1767225600000,
+            "subscriptionType": "contact.propertyChange", "attemptNumber": 0, "objectId": 101,
+            "changeSource": "CRM_UI", "sourceId": "userId:7", "propertyName": "offset", "propertyValue": "3"}
+    assert one(note).changes[0].field == "offset"
