@@ -18,6 +18,7 @@ counted against the windows that hold its time, as if it had arrived in order.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from itertools import islice
 from typing import ClassVar
 
 from detectors.base import Finding, Observation, Severity, Stage, State, finding_for
@@ -64,7 +65,7 @@ class VelocityCapDetector:
             if is_new and count > cap.max_records:
                 findings.append(self._breach(obs, cap, count, policy, agent))
             if count > 2 * cap.max_records:
-                for key in list(window)[: count - 2 * cap.max_records]:
+                for key in list(islice(window, count - 2 * cap.max_records)):  # the oldest, not all keys
                     del window[key]
         state[agent] = entry
         return findings

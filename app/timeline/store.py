@@ -13,7 +13,14 @@ Indexes (in memory, rebuilt on start from the guard.timeline topic, see app/time
 Retention (documented in docs/observability.md):
 * at most `max_entries_per_record` entries per record (default 500): the oldest are dropped first;
 * entries older than `retention_ms` (default 90 days) before the newest event time seen are
-  dropped (event time, so a replay of old history is not emptied by the wall clock);
+  dropped (event time, so a replay of old history is not emptied by the wall clock). The sweep
+  that drops them visits every record, so it runs when event time moved `prune_every_ms` (1 h)
+  since the last one *and* at least as many entries were appended since as that sweep visited
+  records: O(1) per append amortized, also when a rebuild or a backlog moves event time by days a
+  second (a sweep per event hour made rebuilding 90 days of 200,000 records quadratic); and in
+  any case once event time moved a tenth of the retention (9 days), so a quiet store keeps
+  expired entries at most that much longer. They are never added (append refuses what is past
+  retention already);
 * at most `max_records` records (default 200,000): the least recently changed go first.
 Memory: about 1 KB per entry in CPython (pydantic model plus index), so the defaults bound a
 full store at roughly max_records x average entries per record.
@@ -220,6 +227,8 @@ class TimelineStore:
         self._agent_changes: dict[str, int] = {}
         self._clock = 0
         self._pruned_at = 0
+        self._appended = 0  # entries appended since the last sweep (see the module docstring)
+        self._swept = 0  # records the last sweep visited
 
     # ---- writing ----
 
@@ -237,6 +246,7 @@ class TimelineStore:
         if ident in rec.keys:
             return False
         rec.keys.add(ident)
+        self._appended += 1
         entries = rec.entries
         if not entries or entries[-1].sort_key <= entry.sort_key:
             entries.append(entry)  # the usual case: in time order (insort would call the key ~9 times)
@@ -314,6 +324,7 @@ class TimelineStore:
         now = self._clock if now_ms is None else now_ms
         cutoff = now - self.settings.retention_ms
         dropped = 0
+        self._swept = len(self._records)
         for key in list(self._records):
             rec = self._records[key]
             stale = bisect.bisect_left(rec.entries, cutoff, key=lambda e: e.occurred_at)
@@ -321,6 +332,7 @@ class TimelineStore:
                 dropped += stale
                 self._drop(key, rec, stale)
         self._pruned_at = now
+        self._appended = 0
         return dropped
 
     # ---- reading ----
@@ -418,7 +430,9 @@ class TimelineStore:
     def _advance(self, at: int) -> None:
         if at > self._clock:
             self._clock = at
-            if self._clock - self._pruned_at >= self.settings.prune_every_ms:
+            moved = self._clock - self._pruned_at
+            if moved >= self.settings.prune_every_ms and (
+                    self._appended >= self._swept or moved >= self.settings.retention_ms // 10):
                 self.prune()
 
     def _attach(self, record_key: str, event_id: str, slot: str, data: dict[str, Any], ident: tuple[Any, ...]) -> bool:
@@ -451,10 +465,14 @@ class TimelineStore:
             self._records.pop(record_key, None)
 
     def _evict_records(self, count: int) -> None:
-        for key in list(self._records)[:count]:
-            rec = self._records[key]
+        """Drop the `count` least recently changed records. The oldest is the first key: taken one
+        at a time, never by listing all keys (at the 200,000-record cap that list cost 34 ms, and
+        every new record past the cap paid it)."""
+        records = self._records
+        for _ in range(min(count, len(records))):
+            key, rec = next(iter(records.items()))
             self._drop(key, rec, len(rec.entries))
-            self._records.pop(key, None)
+            records.pop(key, None)
 
     def _forget_agent_record(self, agent: str, record_key: str) -> None:
         records = self._agents.get(agent)

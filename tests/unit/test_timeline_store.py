@@ -194,6 +194,38 @@ def test_time_retention_drops_old_entries_by_event_time_and_forgets_agents():
     assert len(store) == 0
 
 
+def test_sweeps_are_amortized_when_event_time_races_ahead():
+    """A rebuild or a backlog moves event time by days a second. One sweep over every record per
+    hour of event time made rebuilding 90 days of 200,000 records quadratic; a sweep now waits for
+    as many appends as records are held, so the records a sweep visits are paid by the appends
+    before it: here, with nothing to drop, sweeps come at 1, 2, 4, 8... records."""
+    store = TimelineStore(TimelineSettings(retention_ms=10_000 * DAY_MS, prune_every_ms=H))
+    sweeps = []
+    real_prune = store.prune
+
+    def counting_prune(now_ms=None):
+        sweeps.append(len(store._records))
+        return real_prune(now_ms)
+
+    store.prune = counting_prune
+    for n in range(1, 2001):  # 2,000 records, one entry each, 6 h of event time apart
+        store.append(entry(str(n), at=n * 6 * H))
+    assert len(store) == 2000
+    assert sweeps == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], sweeps  # before: 2,000 sweeps
+
+
+def test_a_quiet_store_still_sweeps_once_event_time_moved_a_tenth_of_the_retention():
+    store = TimelineStore(TimelineSettings(retention_ms=10 * DAY_MS, prune_every_ms=H))
+    for n in range(100):
+        store.append(entry(str(n), at=n))
+    store.append(entry("late", at=5 * H))  # a sweep over 100 records (nothing expired yet)
+    assert store.has_record("hubspot/contact/0")
+    # one append since is not 100, but event time moved more than a tenth of the retention: swept
+    store.append(entry("later", at=12 * DAY_MS))
+    assert not store.has_record("hubspot/contact/0") and store.has_record("hubspot/contact/later")
+
+
+
 def test_record_cap_evicts_least_recently_changed():
     store = TimelineStore(TimelineSettings(max_records=2))
     store.append(entry("1", at=0))
