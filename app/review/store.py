@@ -54,7 +54,8 @@ class ReviewStore:
     """Every proposal's latest record (in arrival order) and the trust state, by key."""
 
     def __init__(self) -> None:
-        self.records: dict[str, ReviewRecord] = {}
+        self.records: dict[str, ReviewRecord] = {}  # change it through _set and _remove only
+        self._pending: Counter[str] = Counter()  # pending records per agent, kept as records change
         self.trust: dict[str, Any] = {}
         self.offsets: dict[str, int] = {}  # per key: the guard.decisions offset last applied
         # per agent: the last trust messages read from the log, applied or not: (offset, value)
@@ -91,7 +92,7 @@ class ReviewStore:
             if text.startswith(TRUST_PREFIX):
                 self.trust.pop(text[len(TRUST_PREFIX):], None)
             else:
-                self.records.pop(text, None)
+                self._remove(text)
             return True
         data = orjson.loads(value)
         if data.get("type") == "trust":
@@ -117,8 +118,28 @@ class ReviewStore:
         held = self.records.get(record.proposal_id)
         if held is not None and not held.pending and not same_decision(held, record):
             return False
-        self.records[record.proposal_id] = record
+        self._set(record)
         return True
+
+    def _set(self, record: ReviewRecord) -> None:
+        held = self.records.get(record.proposal_id)
+        if held is not None and held.pending:
+            self._uncount(held.agent)
+        self.records[record.proposal_id] = record
+        if record.pending:
+            self._pending[record.agent] += 1
+
+    def _remove(self, proposal_id: str) -> None:
+        held = self.records.pop(proposal_id, None)
+        if held is not None and held.pending:
+            self._uncount(held.agent)
+
+    def _uncount(self, agent: str) -> None:
+        left = self._pending[agent] - 1
+        if left > 0:
+            self._pending[agent] = left
+        else:
+            del self._pending[agent]
 
     # ---- queries ------------------------------------------------------------------------------
 
@@ -151,8 +172,10 @@ class ReviewStore:
         ]
 
     def backlog(self) -> Counter[str]:
-        """Pending proposals per agent."""
-        return Counter(r.agent for r in self.records.values() if r.pending)
+        """Pending proposals per agent (a copy). Counted as records change: every submission and
+        decision asks for it (the backlog gauge), and counting the held records each time cost
+        96 ms with 300,000 of them (decided records are kept 90 days)."""
+        return Counter(self._pending)
 
     def undone(self) -> list[ReviewRecord]:
         """Decided records whose effects were not all produced (a crash in between)."""

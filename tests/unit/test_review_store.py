@@ -196,3 +196,50 @@ async def test_without_a_follower_there_is_nothing_to_wait_for() -> None:
     log = DecisionLog("127.0.0.1:9", "guard.decisions", producer=None)  # type: ignore[arg-type]
     assert not log.following
     assert await asyncio.wait_for(log.followed_past(0, 5, timeout_s=60.0), 5.0) is False
+
+
+def test_backlog_is_counted_as_records_change_and_agrees_with_a_recount() -> None:
+    """The pending count per agent is kept as records come and go (every submission and decision
+    reads it): submissions, decisions, a redelivered older message, a concurrent losing decision
+    and tombstones all leave it equal to counting the held records."""
+    store = ReviewStore()
+
+    def recount() -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for held in store.records.values():
+            if held.pending:
+                counted[held.agent] = counted.get(held.agent, 0) + 1
+        return counted
+
+    offset = 0
+
+    def apply(rec: ReviewRecord | None, pid: str | None = None) -> None:
+        nonlocal offset
+        offset += 1
+        if rec is None:
+            store.apply_message(pid.encode(), None, offset)  # type: ignore[union-attr]
+        else:
+            key, value = encode_record(rec)
+            store.apply_message(key.encode(), value, offset)
+
+    for n in range(6):
+        apply(record(f"p{n}", agent="enricher" if n % 2 else "scorer"))
+    assert store.backlog() == {"enricher": 3, "scorer": 3} == recount()
+    apply(record("p1", ReviewStatus.APPROVED, agent="enricher"))
+    apply(record("p2", ReviewStatus.REJECTED, agent="scorer"))
+    assert store.backlog() == {"enricher": 2, "scorer": 2} == recount()
+    key, value = encode_record(record("p1", agent="enricher"))
+    assert not store.apply_message(key.encode(), value, 1)  # an older message of p1: not applied
+    assert store.backlog() == recount()
+    loser = record("p1", ReviewStatus.REJECTED, agent="enricher").model_copy(update={"decided_by": "bob"})
+    apply(loser)  # another decision of a decided proposal: the first one stands
+    assert store.get("p1").status is ReviewStatus.APPROVED  # type: ignore[union-attr]
+    apply(None, "p3")  # a pending proposal tombstoned
+    apply(None, "p1")  # a decided one
+    apply(None, "p-never-seen")
+    assert store.backlog() == {"enricher": 1, "scorer": 2} == recount()
+    store.put(record("p7", agent="scorer"))  # written by this worker, no offset
+    assert store.backlog() == {"enricher": 1, "scorer": 3} == recount()
+    backlog = store.backlog()
+    backlog["scorer"] += 5  # a copy: the caller cannot change the count
+    assert store.backlog()["scorer"] == 3
