@@ -70,33 +70,40 @@ def parent_stages(settings: Settings) -> Settings:
 
 
 class RecordProcess:
-    """The forked record-stage process, seen from the parent."""
+    """The forked record-stage process, seen from the parent: a thread waits for it from the
+    start (so it is always reaped, whatever the parent does next)."""
 
     def __init__(self, pid: int, port: int) -> None:
         self.pid = pid
         self.port = port
         self.stopping = False
-        self.status: int | None = None  # os.waitpid status once it exited
+        self._exit: tuple[str, bool] | None = None  # (description, clean) once it exited
+        self._on_exit: Callable[[str, bool], None] | None = None
+        self._lock = threading.Lock()
         self._exited = threading.Event()
+        threading.Thread(target=self._wait, name="record-process-wait", daemon=True).start()
 
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/metrics"
 
-    def watch(self, on_exit: Callable[[str, bool], None]) -> threading.Thread:
-        """Wait for the child in a thread; when it exits and the parent is not stopping it, call
-        on_exit(description, clean)."""
+    def watch(self, on_exit: Callable[[str, bool], None]) -> None:
+        """Call on_exit(description, clean) when the child exits while the parent is not stopping
+        it; at once if it already did."""
+        with self._lock:
+            self._on_exit = on_exit
+            exited = self._exit
+        if exited is not None and not self.stopping:
+            on_exit(*exited)
 
-        def run() -> None:
-            _, status = os.waitpid(self.pid, 0)
-            self.status = status
-            self._exited.set()
-            if not self.stopping:
-                on_exit(describe_exit(status), os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
-
-        thread = threading.Thread(target=run, name="record-process-watch", daemon=True)
-        thread.start()
-        return thread
+    def _wait(self) -> None:
+        _, status = os.waitpid(self.pid, 0)
+        with self._lock:
+            self._exit = (describe_exit(status), os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+            on_exit = self._on_exit
+        self._exited.set()
+        if on_exit is not None and not self.stopping:
+            on_exit(*self._exit)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM (a clean stop: last batch, commits), SIGKILL after timeout_s."""

@@ -12,7 +12,13 @@ from app.config import STAGES, Settings, SettingsError, load_settings
 from app.policy_file import parse_policy
 from app.review.service import UNKNOWN
 from app.runtime.assembly import build_runtime
-from app.runtime.record_process import child_settings, describe_exit, parent_stages, process_count
+from app.runtime.record_process import (
+    RecordProcess,
+    child_settings,
+    describe_exit,
+    parent_stages,
+    process_count,
+)
 
 
 def test_auto_splits_on_two_cores_when_the_worker_runs_every_stage() -> None:
@@ -105,3 +111,28 @@ def test_the_parent_shows_current_values_from_the_timeline_when_the_record_state
     )
     assert current("hubspot/contact/1", "city") == "Oslo"
     assert current("hubspot/contact/1", "phone") is UNKNOWN
+
+
+def test_an_exit_before_the_parent_watches_is_still_reported_and_the_child_reaped() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(4)
+    child = RecordProcess(pid, 0)
+    child._exited.wait(10)
+    seen: list[tuple[str, bool]] = []
+    child.watch(lambda how, clean: seen.append((how, clean)))
+    assert seen == [("exited with code 4", False)]
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped already: no zombie left
+
+
+def test_stop_is_clean_and_reports_nothing() -> None:
+    pid = os.fork()
+    if pid == 0:
+        signal.pause()  # until SIGTERM (default action: exit)
+        os._exit(0)
+    child = RecordProcess(pid, 0)
+    seen: list[tuple[str, bool]] = []
+    child.watch(lambda how, clean: seen.append((how, clean)))
+    child.stop(timeout_s=10)
+    assert child._exited.is_set() and seen == []
