@@ -19,7 +19,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.broker.embedded import free_port
-from app.config import Topics
 from tests.integration.helpers_stream import (
     POLICY_YAML,
     T0,
@@ -29,49 +28,29 @@ from tests.integration.helpers_stream import (
     read_topic,
     wait_for,
 )
+from tests.integration.helpers_worker import record_pid_in, start_worker, worker_env
 from tests.integration.test_metrics_promtool import promtool_check_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
 
-def worker_env(bootstrap: str, unique: str, tmp_path: Path) -> dict[str, str]:
+def worker_env_for(bootstrap: str, unique: str, tmp_path: Path) -> dict[str, str]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY_YAML)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_GUARD_")}
-    env.update(
-        {
-            "CRM_GUARD_BOOTSTRAP_SERVERS": bootstrap,
-            "CRM_GUARD_GROUP_ID": f"procs-{unique}",
-            "CRM_GUARD_PARTITIONS": "3",
-            "CRM_GUARD_POLICY_FILE": str(policy),
-            "CRM_GUARD_STATE_DIR": str(tmp_path / "state"),
-        }
-    )
-    for name, value in Topics().model_dump().items():
-        env[f"CRM_GUARD_TOPIC_{name.upper()}"] = f"{value}.{unique}"
-    return env
+    return worker_env(bootstrap, unique, policy, tmp_path / "state", "procs")
 
 
 def start(env: dict[str, str], log: Path, port: int, kafka_kind: str, *extra: str) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "app.cli", "run", "--port", str(port), *extra]
-    if kafka_kind != "apache":
-        args.append("--no-idempotence")
-    return subprocess.Popen(  # noqa: S603 - our own CLI
-        args,
-        env=env,
-        stdout=open(log, "ab"),  # noqa: SIM115 - the child keeps it open
-        stderr=subprocess.STDOUT,
-        cwd=str(ROOT),
-    )
+    return start_worker(env, log, kafka_kind, "--port", str(port), *extra)
 
 
 def record_pid(log: Path, timeout_s: float = 60) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = re.search(rb"record stage runs in a second process \(pid (\d+)", log.read_bytes())
-        if found:
-            return int(found.group(1))
+        pid = record_pid_in(log)
+        if pid is not None:
+            return pid
         time.sleep(0.2)
     raise AssertionError("no record process announced:\n" + log.read_text()[-3000:])
 
@@ -95,7 +74,7 @@ async def test_two_processes_are_one_worker_events_alerts_and_one_metrics_endpoi
     kafka_kind: str,
     tmp_path: Path,
 ) -> None:
-    env = worker_env(kafka_bootstrap, unique, tmp_path)
+    env = worker_env_for(kafka_bootstrap, unique, tmp_path)
     log, port = tmp_path / "worker.log", free_port()
     worker = start(env, log, port, kafka_kind, "--processes", "2")
     try:
@@ -155,7 +134,7 @@ async def test_the_record_process_stops_with_the_worker_whichever_way_it_stops(
     kafka_kind: str,
     tmp_path: Path,
 ) -> None:
-    env = worker_env(kafka_bootstrap, unique, tmp_path)
+    env = worker_env_for(kafka_bootstrap, unique, tmp_path)
     log = tmp_path / "worker.log"
     # SIGTERM (what a service manager sends): both stop cleanly, exit 0
     worker = start(env, log, free_port(), kafka_kind, "--processes", "2")

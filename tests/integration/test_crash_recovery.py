@@ -4,10 +4,7 @@ and no incident is opened twice."""
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ import pytest
 
 from app.config import Topics
 from tests.integration.helpers_stream import POLICY_YAML, T0, hubspot_change, produce, read_topic, wait_for
+from tests.integration.helpers_worker import record_pid_in, start_worker, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -47,35 +45,12 @@ def payloads() -> list[bytes]:
     return out
 
 
-def worker_env(bootstrap: str, unique: str, policy: Path, state: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "CRM_GUARD_BOOTSTRAP_SERVERS": bootstrap,
-        "CRM_GUARD_GROUP_ID": f"crash-{unique}",
-        "CRM_GUARD_PARTITIONS": "3",
-        "CRM_GUARD_POLICY_FILE": str(policy),
-        "CRM_GUARD_STATE_DIR": str(state),
-        "CRM_GUARD_BATCH_MAX_RECORDS": "500",
-    })
-    for name, value in Topics().model_dump().items():
-        env[f"CRM_GUARD_TOPIC_{name.upper()}"] = f"{value}.{unique}"
-    return env
-
-
-def start_worker(env: dict[str, str], log: Path, kafka_kind: str) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "app.cli", "run", "--port", "0"]
-    if kafka_kind != "apache":
-        args.append("--no-idempotence")
-    return subprocess.Popen(args, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            cwd=str(Path(__file__).resolve().parents[2]))
-
-
 def kill_record_process(log: Path) -> None:
-    """SIGKILL the worker's record-stage process (its pid is in the worker's log), if it runs."""
-    found = re.findall(rb"record stage runs in a second process \(pid (\d+)", log.read_bytes())
-    if found:
+    """SIGKILL the worker's record-stage process, if it runs."""
+    pid = record_pid_in(log)
+    if pid is not None:
         try:
-            os.kill(int(found[-1]), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -94,12 +69,12 @@ async def test_sigkill_mid_stream_loses_nothing_and_opens_no_incident_twice(
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY_YAML)
-    env = worker_env(kafka_bootstrap, unique, policy, tmp_path / "state")
+    env = worker_env(kafka_bootstrap, unique, policy, tmp_path / "state", "crash", BATCH_MAX_RECORDS="500")
     topics = Topics(**{name: env[f"CRM_GUARD_TOPIC_{name.upper()}"] for name in Topics().model_dump()})
     log = tmp_path / "worker.log"
     total = N_BATCHES * 10
 
-    worker = start_worker(env, log, kafka_kind)
+    worker = start_worker(env, log, kafka_kind, "--port", "0")
     try:
         async def ready() -> bool:
             return b"web and metrics" in log.read_bytes()
@@ -121,7 +96,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_opens_no_incident_twice(
     seen_before = len(await distinct_events(kafka_bootstrap, topics.timeline))
     assert seen_before < total, "the worker finished before it was killed: nothing was tested"
 
-    worker = start_worker(env, log, kafka_kind)
+    worker = start_worker(env, log, kafka_kind, "--port", "0")
     try:
         async def complete() -> bool:
             return len(await distinct_events(kafka_bootstrap, topics.timeline)) >= total
